@@ -1,0 +1,131 @@
+"""The one seam between the brain (MAPE-K, ML, PQC) and a mesh (sim, emu, live).
+
+Everything the loop learns about the world arrives as :class:`Telemetry`; everything it does to
+the world leaves as a :class:`SignedAction` and comes back as an :class:`ActionResult`. The types
+are plain data (dataclasses and NumPy arrays) so the same loop runs unchanged against the SimPy
+twin, a Mininet emulation or lab nodes.
+
+Telemetry holds only what a real node can report (``batctl oj``/``nj``, interface counters,
+probe results). It never holds ground truth such as "node 7 crashed": a crashed node simply
+stops answering, which is what ``reporting`` shows. Otherwise results measured in ``sim`` would
+say nothing about ``live``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+#: Action kinds, each a real batman-adv (or babeld / nftables / yggdrasil) operation.
+ACTION_KINDS: dict[str, str] = {
+    "set_orig_interval": "batctl orig_interval MS on the node: OGM period (shorter flushes stale rings "
+    "sooner, costs more OGMs)",
+    "set_hop_penalty": "batctl hop_penalty N on the node: TQ penalty applied when it forwards OGMs, "
+    "steers traffic away from it",
+    "hardif_down": "remove the node's hard interface from bat0 (ip link set dev IF nomaster): purges "
+    "every neighbour on it",
+    "hardif_up": "re-add the hard interface (ip link set dev IF master bat0): neighbour windows restart empty",
+    "quarantine": "nftables drop of all traffic from and to the node on its neighbours",
+    "unquarantine": "remove the quarantine rules",
+    "steer_fallback": "route a probe flow over the yggdrasil overlay instead of bat0",
+    "unsteer_fallback": "return the flow to bat0",
+    "restart_routing": "restart the routing daemon / re-create bat0 on the node (reboot-like: new seqno)",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """A change the loop wants, in routing-protocol terms.
+
+    ``node`` is the node the command runs on; ``params`` are command arguments (for example
+    ``{"ms": 250}`` for ``set_orig_interval``, ``{"value": 255}`` for ``set_hop_penalty``,
+    ``{"src": "n3", "dst": "n9"}`` for ``steer_fallback``).
+    """
+
+    kind: str
+    node: str
+    params: dict = field(default_factory=dict)
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"unknown action kind {self.kind!r}; allowed: {', '.join(ACTION_KINDS)}")
+
+    def to_bytes(self) -> bytes:
+        """Canonical encoding: what gets signed."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Action:
+        d = json.loads(raw)
+        return cls(kind=d["kind"], node=d["node"], params=d.get("params", {}), reason=d.get("reason", ""))
+
+
+@dataclass(frozen=True)
+class SignedAction:
+    """An action plus its signed envelope (ML-DSA-65); ``envelope`` is None only when unsigned,
+    which adapters that enforce signatures reject."""
+
+    action: Action
+    envelope: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    applied: bool
+    at_s: float
+    detail: str = ""
+    rejected_reason: str = ""
+    cost_s: float = 0.0
+
+
+@dataclass
+class Telemetry:
+    """One consistent snapshot, as the nodes report it.
+
+    Dense matrices are indexed ``[reporting node, destination]``; ``-1`` / ``nan`` mark "no
+    entry". Link rows are directed ``(node, neighbour)`` entries of the neighbour tables.
+    """
+
+    t: float
+    nodes: list[str]
+    reporting: np.ndarray  # bool[N]: node answered this poll
+    orig_next_hop: np.ndarray  # int32[N, N]: index of next hop toward dest, -1 none
+    orig_tq: np.ndarray  # uint8[N, N]: TQ of the selected route, 0 none
+    orig_last_seen: np.ndarray  # float32[N, N]: seconds since the last OGM of dest, nan none
+    link_src: np.ndarray  # int32[L]
+    link_dst: np.ndarray  # int32[L]
+    link_tq: np.ndarray  # uint8[L]: local link TQ (tq_own * asym)
+    link_last_seen: np.ndarray  # float32[L]: seconds since last OGM from that neighbour
+    tx_packets: np.ndarray  # int64[N]: OGMs + data sent (interface counter)
+    rx_packets: np.ndarray  # int64[N]
+    probe_src: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    probe_dst: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    probe_sent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    probe_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    probe_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    orig_interval_s: np.ndarray | None = None  # float32[N]: configured OGM period per node
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.nodes)
+
+
+@runtime_checkable
+class MeshAdapter(Protocol):
+    """What every body of the mesh offers the brain."""
+
+    mode: str
+
+    def now(self) -> float: ...
+
+    def observe(self) -> Telemetry: ...
+
+    def apply(self, action: SignedAction) -> ActionResult: ...
+
+    def capabilities(self) -> frozenset[str]: ...
