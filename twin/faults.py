@@ -19,10 +19,11 @@ FAULT_KINDS = (
     "partition",
     "heal",
     "link_flap",
+    "blackhole",
 )
 
 #: primitive operations every mode implements
-OP_KINDS = ("crash", "recover", "link_down", "link_up", "link_set")
+OP_KINDS = ("crash", "recover", "link_down", "link_up", "link_set", "blackhole_on", "blackhole_off")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ def expand(faults: list[Fault], duration_s: float, base_links: dict[tuple[str, s
                 add(f.at_s, "crash", f, node=n)
                 if end is not None:
                     add(end, "recover", f, node=n, repair=True)
+        elif f.kind == "blackhole":  # an attack: keeps advertising routes, drops the data it should forward
+            for n in f.nodes:
+                add(f.at_s, "blackhole_on", f, node=n)
+                if end is not None:
+                    add(end, "blackhole_off", f, node=n, repair=True)
         elif f.kind == "node_recover":
             for n in f.nodes:
                 add(f.at_s, "recover", f, node=n, repair=True)

@@ -1,0 +1,187 @@
+"""``twin``: run, validate and compare mesh scenarios.
+
+Exit codes make a scenario a CI gate: 0 every target passed, 1 a target failed, 2 bad input
+(scenario file, arguments), 3 the run could not be carried out (e.g. a missing capability).
+Errors print as one clear message; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twin.errors import TwinError
+
+app = typer.Typer(
+    help="meshtwin: prove self-healing and latency targets of a batman-adv mesh in a simulation twin "
+    "(sim), an emulation with real daemons (emu), or on lab nodes (live).\n\n"
+    "Quick start:  twin run scenarios/relay-crash.yaml",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+    _state["debug"] = debug
+
+
+def _fail(e: BaseException) -> None:
+    if _state["debug"]:
+        raise e
+    code = getattr(e, "exit_code", 2)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _targets_table(summary: dict) -> Table:
+    t = Table(title=f"{summary['scenario']}  ({summary['mode']}, seed {summary['seed']}, "
+              f"loop {'on' if summary.get('loop') else 'off'})", title_justify="left")
+    t.add_column("target")
+    t.add_column("value", justify="right")
+    t.add_column("limit", justify="right")
+    t.add_column("result")
+    for name, v in summary["targets"].items():
+        val = "-" if v["value"] is None else f"{v['value']:.4g}"
+        t.add_row(name, val, f"{v['limit']:.4g}", "[green]pass[/]" if v["pass"] else "[red]FAIL[/]")
+    return t
+
+
+@app.command()
+def run(
+    scenarios: list[Path] = typer.Argument(..., help="scenario YAML file(s)"),
+    mode: str = typer.Option(None, "--mode", "-m", help="sim | emu | live (default: the scenario's mode)"),
+    out_dir: Path = typer.Option(Path("results"), "--out", "-o", help="results root: <out>/<scenario>/<run-id>/"),
+    seed: int = typer.Option(None, "--seed", help="override the scenario seed"),
+    duration: str = typer.Option(None, "--duration", help="override the duration, e.g. 60s"),
+    loop: str = typer.Option(None, "--loop", help="on | off: override the scenario's loop switch"),
+    compare: bool = typer.Option(False, "--compare", help="run with the loop off and on; write both and the ratio"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    as_json: bool = typer.Option(False, "--json", help="print summary.json instead of the table"),
+) -> None:
+    """Run scenario(s); print the targets table; exit 1 if any target fails."""
+    from twin.run import execute
+    from twin.scenario import load
+    from twin.units import parse_duration
+
+    if mode not in (None, "sim", "emu", "live"):
+        _fail(TwinError(f"--mode must be sim, emu or live (got {mode!r})"))
+    if loop not in (None, "on", "off"):
+        _fail(TwinError(f"--loop must be on or off (got {loop!r})"))
+    failed = False
+    for path in scenarios:
+        try:
+            sc = load(path)
+            upd = {}
+            if seed is not None:
+                upd["seed"] = seed
+            if duration is not None:
+                upd["duration"] = parse_duration(duration)
+            if upd:
+                src = sc.source
+                sc = sc.model_copy(update=upd)
+                sc._source = src
+            variants = [False, True] if compare else [None if loop is None else loop == "on"]
+            summaries = []
+            for lp in variants:
+                res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp),
+                                     sc.duration, quiet or as_json, sc.name)
+                summaries.append(res.summary)
+                if as_json:
+                    out.print_json(json.dumps(res.summary))
+                else:
+                    out.print(_targets_table(res.summary))
+                    for f in res.summary["faults"]:
+                        m = "not recovered" if f["mttr_s"] is None else f"MTTR {f['mttr_s']:.2f}s"
+                        out.print(f"  {f['label']}: {m}, {f['affected_pairs']} pair(s) affected")
+                    out.print(f"  delivery ratio {res.summary['delivery_ratio']}, "
+                              f"{res.journal.get('realtime_factor')}x real time -> {res.run_dir}")
+                failed |= not res.passed
+            if compare:
+                _print_compare(summaries)
+        except TwinError as e:
+            _fail(e)
+        except ValueError as e:
+            _fail(TwinError(str(e)))
+    raise typer.Exit(1 if failed else 0)
+
+
+def _print_compare(s: list[dict]) -> None:
+    off, on = s
+    for fo, fn in zip(off["faults"], on["faults"], strict=True):
+        a, b = fo["mttr_s"], fn["mttr_s"]
+        ratio = f"{a / b:.2f}x faster" if a and b else "n/a"
+        out.print(f"  compare {fo['label']}: MTTR off {a} s, on {b} s ({ratio})")
+    out.print(f"  compare delivery ratio: off {off['delivery_ratio']}, on {on['delivery_ratio']}")
+
+
+def _with_progress(fn, duration: float, quiet: bool, name: str):
+    if quiet or not sys.stderr.isatty():
+        return fn(None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s sim"),
+                  TimeElapsedColumn(), console=err, transient=True) as prog:
+        task = prog.add_task(name, total=duration)
+        return fn(lambda t: prog.update(task, completed=t))
+
+
+@app.command()
+def validate(files: list[Path] = typer.Argument(..., help="scenario YAML file(s)")) -> None:
+    """Check scenario files: every problem with file:line, field path and what is allowed."""
+    from twin.scenario import ScenarioError, load
+    from twin.world import resolve
+
+    bad = 0
+    for f in files:
+        try:
+            resolve(load(f))
+            out.print(f"[green]ok[/] {f}")
+        except ScenarioError as e:
+            bad += 1
+            err.print(str(e), highlight=False, markup=False)
+    raise typer.Exit(2 if bad else 0)
+
+
+@app.command()
+def schema(output: Path = typer.Option(None, "--output", "-o", help="write to a file instead of stdout")) -> None:
+    """Print the JSON Schema of scenario files (for editors)."""
+    from twin.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+def _mount_optional() -> None:
+    try:
+        from twin.emu.cli import emu_app
+    except Exception:  # noqa: BLE001 - emu is optional at import time (e.g. no mininet on a laptop)
+        return
+    app.add_typer(emu_app, name="emu", help="emulation helpers (clean up leftovers)")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    try:
+        app()
+    except TwinError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: partial results were discarded, earlier runs are intact", markup=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

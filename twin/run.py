@@ -1,0 +1,117 @@
+"""One run, end to end: scenario -> world -> adapter/twin (+ loop) -> analysis -> run folder.
+
+Data flows one way. ``summary.json``, ``events.parquet`` and ``timeseries.parquet`` depend only
+on the scenario and seed (same inputs, byte-identical files); wall-clock facts such as speed and
+host go to ``run.json``, the run journal.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from twin import __version__
+from twin.results import Analysis, RunWriter, analyse, new_run_id, plot_timeline
+from twin.scenario import Scenario
+from twin.world import World, resolve
+
+
+@dataclass
+class RunResult:
+    world: World
+    analysis: Analysis
+    summary: dict
+    events: pd.DataFrame
+    run_dir: Path | None
+    journal: dict
+
+    @property
+    def passed(self) -> bool:
+        return all(t["pass"] for t in self.summary["targets"].values())
+
+
+def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> dict:
+    sc = world.scenario
+    s = {
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "mode": mode,
+        "duration_s": sc.duration,
+        "loop": bool(loop_info is not None),
+        "nodes": world.graph.number_of_nodes(),
+        "links": world.graph.number_of_edges(),
+        "pairs": sum(len(f.pairs) for f in world.flows),
+        "delivery_ratio": an.delivery_ratio,
+        "delivery_ratio_after_convergence": an.delivery_ratio_after_convergence,
+        "convergence_s": an.convergence_s,
+        "faults": an.faults,
+        "targets": an.targets,
+        "passed": all(t["pass"] for t in an.targets.values()),
+    }
+    if loop_info is not None:
+        s["loop_stats"] = loop_info
+    s.update(an.extra)
+    return s
+
+
+def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
+            progress: Callable[[float], None] | None = None, loop: bool | None = None) -> RunResult:
+    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps)."""
+    mode = mode or sc.mode
+    if loop is not None:
+        sc = sc.model_copy(update={"loop": sc.loop.model_copy(update={"enabled": loop})})
+        sc._source = None
+    world = resolve(sc)
+    loop_info = None
+    if mode == "sim":
+        from twin.sim.runner import events_frame, run_sim
+
+        tick = None
+        controller = None
+        if sc.loop.enabled:
+            from twin.sim.adapter import make_loop_process
+
+            tick, controller = make_loop_process(world)
+        rec, twin = run_sim(world, loop_tick=tick, progress=progress)
+        ev = events_frame(world, rec, twin)
+        engine = rec.engine
+        wall = rec.wall_s
+        if controller is not None:
+            loop_info = controller.stats()
+    elif mode == "emu":
+        from twin.emu.bridge import run_world
+
+        ev, engine, wall, loop_info = run_world(world, progress=progress)
+    else:
+        from twin.errors import RunError
+
+        raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
+    an = analyse(ev, sc, world.faults, loop_info=loop_info)
+    summary = _summary(world, an, mode, loop_info)
+    journal = {
+        "meshtwin": __version__, "python": sys.version.split()[0], "host": platform.node(),
+        "platform": platform.platform(), "wall_s": round(wall, 3),
+        "realtime_factor": round(sc.duration / wall, 1) if wall > 0 else None,
+        "engine": engine, "notes": world.notes, "scenario_file": str(sc.source) if sc.source else None,
+        "scenario": sc.model_dump(mode="json"),
+    }
+    run_dir = None
+    if out is not None:
+        w = RunWriter(Path(out), sc.name, new_run_id(sc.seed, mode))
+        try:
+            w.parquet("events.parquet", ev)
+            w.parquet("timeseries.parquet", an.timeseries)
+            w.json("summary.json", summary)
+            w.json("run.json", journal)
+            plot_timeline(an.timeseries, ev, an.faults, w.path("timeline.png"),
+                          f"{sc.name} ({mode}, seed {sc.seed})")
+            run_dir = w.commit()
+        except BaseException:
+            w.abort()
+            raise
+    return RunResult(world=world, analysis=an, summary=summary, events=ev, run_dir=run_dir, journal=journal)

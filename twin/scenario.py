@@ -1,0 +1,323 @@
+"""Scenario files: the schema (pydantic), loading, and errors that point at file:line:field.
+
+A scenario is shaped like a chaos experiment: what the mesh is (topology, routing), what is done
+to it (traffic, faults, attacks), what the loop may do, and what must hold (targets). Every
+field has a default, so ``name: x`` alone is a valid scenario.
+
+Bad files get *every* problem at once, each with file, line, field path, the bad value, what is
+allowed, and a "did you mean" for misspelt keys. :class:`ScenarioError` carries them; the CLI
+prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from twin.errors import TwinError
+from twin.units import Bitrate, Duration, Rate
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LinkSpec(_M):
+    """Default properties of every link (per packet, per direction)."""
+
+    loss: float = Field(0.0, ge=0.0, le=1.0, description="packet loss probability 0..1")
+    delay: Duration = Field(0.001, description="one-way delay")
+    rate: Bitrate | None = Field(None, description="link rate; none = unlimited")
+
+
+class LinkOverride(LinkSpec):
+    between: tuple[str, str] = Field(description="the two node names of the link")
+
+
+class TopologySpec(_M):
+    kind: Literal["line", "ring", "grid", "random_geometric", "graphml", "meshviewer"] = "random_geometric"
+    nodes: int = Field(50, ge=2, le=5000)
+    radius: float | None = Field(None, gt=0.0, le=1.5, description="random_geometric radius (unit square)")
+    avg_degree: float = Field(7.0, gt=1.0, description="used to derive radius when radius is not set")
+    rows: int | None = Field(None, ge=1)
+    cols: int | None = Field(None, ge=1)
+    file: str | None = Field(None, description="graphml / meshviewer file, relative to the scenario file")
+    include_offline: bool = False
+    component: Literal["largest", "all"] = "largest"
+    link: LinkSpec = Field(default_factory=LinkSpec)
+    links: list[LinkOverride] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _file_needed(self) -> TopologySpec:
+        if self.kind in ("graphml", "meshviewer") and not self.file:
+            raise ValueError(f"topology kind {self.kind} needs 'file'")
+        return self
+
+
+class RoutingSpec(_M):
+    """B.A.T.M.A.N. IV parameters (kernel defaults) or babel timers for emu."""
+
+    protocol: Literal["batman_iv", "babel"] = "batman_iv"
+    orig_interval: Duration = Field(1.0, gt=0.0, description="OGM period")
+    jitter: Duration = Field(0.02, description="OGM jitter (+-)")
+    hop_penalty: int = Field(30, ge=0, le=255)
+    ttl: int = Field(50, ge=1, le=255)
+    forward_jitter: Duration = Field(0.01, description="forward delay U[0, x)")
+    aggregation: Duration = Field(0.0, description="extra forward hold U[0, x); the kernel holds up to 100ms")
+    purge_neighbour: Duration = Field(200.0, description="neighbour purge timeout")
+    purge_originator: Duration = Field(400.0, description="originator purge timeout")
+    hello_interval: Duration = Field(1.0, gt=0.0, description="babel hello interval")
+
+
+class ProbeSpec(_M):
+    kind: Literal["probe"] = "probe"
+    pairs: int = Field(10, ge=1)
+    rate: Rate = Field(10.0, description="probes per second per pair")
+    select: Literal["random", "through"] = Field(
+        "random", description="through: pairs whose shortest path crosses `via`")
+    via: str = Field("most_central", description="node name or most_central (for select: through)")
+    start: Duration = Field(10.0, description="probes start here (warm-up)")
+    size: int = Field(1000, ge=28, le=65535, description="probe size in bytes")
+
+
+FaultKind = Literal["node_crash", "node_recover", "link_down", "link_up", "link_degrade", "partition",
+                    "heal", "link_flap", "blackhole"]
+
+
+class FaultSpec(_M):
+    at: Duration
+    kind: FaultKind
+    node: str | None = Field(None, description="node name, most_central or random")
+    between: tuple[str, str] | None = Field(None, description="the two nodes of a link")
+    groups: list[list[str]] | None = Field(None, description="partition: node groups (others join group 0)")
+    loss: float | None = Field(None, ge=0.0, le=1.0)
+    rate: Bitrate | None = None
+    duration: Duration | None = Field(None, description="repair after this long")
+    period: Duration | None = Field(None, description="link_flap: full down+up period")
+
+    @model_validator(mode="after")
+    def _needs(self) -> FaultSpec:
+        need_node = {"node_crash", "node_recover", "blackhole"}
+        need_link = {"link_down", "link_up", "link_degrade", "link_flap"}
+        if self.kind in need_node and not self.node:
+            raise ValueError(f"{self.kind} needs 'node' (a node name, most_central or random)")
+        if self.kind in need_link and not self.between:
+            raise ValueError(f"{self.kind} needs 'between: [a, b]'")
+        if self.kind == "partition" and not self.groups and not self.node:
+            raise ValueError("partition needs 'groups' (lists of node names) or 'node' (cut around it)")
+        if self.kind == "link_degrade" and self.loss is None and self.rate is None:
+            raise ValueError("link_degrade needs 'loss' and/or 'rate'")
+        return self
+
+
+class LoopSpec(_M):
+    enabled: bool = False
+    period: Duration = Field(1.0, gt=0.0)
+    detector: Literal["rules", "isolation_forest", "streaming"] = "rules"
+    actions: list[str] = Field(default_factory=lambda: [
+        "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])
+    sign: bool = Field(True, description="sign every action (ML-DSA-65) and verify before applying")
+
+
+class MttrTarget(_M):
+    max: Duration | None = None
+    p95: Duration | None = None
+    median: Duration | None = None
+    hold: Duration = Field(1.0, description="pairs must deliver continuously this long")
+
+
+class DeliveryTarget(_M):
+    min: float = Field(0.99, ge=0.0, le=1.0)
+    after: str = Field("converged", description="converged (default), start, heal (after the last repair), or a time like 60s")
+
+
+class ConvergenceTarget(_M):
+    max: Duration = 60.0
+
+
+class LatencyTarget(_M):
+    p99: Duration | None = None
+    p50: Duration | None = None
+
+
+class TargetsSpec(_M):
+    mttr: MttrTarget | None = None
+    delivery_ratio: DeliveryTarget | None = None
+    convergence: ConvergenceTarget | None = None
+    loop_latency: LatencyTarget | None = None
+
+
+class Scenario(_M):
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 1
+    duration: Duration = Field(120.0, gt=0.0)
+    mode: Literal["sim", "emu", "live"] = "sim"
+    topology: TopologySpec = Field(default_factory=TopologySpec)
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    traffic: list[ProbeSpec] = Field(default_factory=lambda: [ProbeSpec()])
+    faults: list[FaultSpec] = Field(default_factory=list)
+    loop: LoopSpec = Field(default_factory=LoopSpec)
+    targets: TargetsSpec = Field(default_factory=TargetsSpec)
+
+    @field_validator("loop", mode="before")
+    @classmethod
+    def _loop_switch(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if isinstance(v, str) and v.lower() in ("on", "off"):
+            return {"enabled": v.lower() == "on"}
+        return v
+
+    # where the file lives, for relative topology files (not part of the schema)
+    _source: Path | None = None
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{loc}: {self.path or '<top>'}: {self.message}"
+
+
+class ScenarioError(TwinError):
+    """One or more problems in a scenario file; ``str()`` lists them all."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict:
+    """Map every field path in the YAML document to its line number (1-based)."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, path + (i,), out)
+    return out
+
+
+def _fmt_path(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (for "did you mean")."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        cands = [ann] + list(inner or [])
+        nxt = None
+        for c in cands:
+            for cc in [c] + list(getattr(c, "__args__", []) or []):
+                if isinstance(cc, type) and issubclass(cc, BaseModel):
+                    nxt = cc
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _problem(err: dict, fname: str, lines: dict) -> Problem:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic puts union/literal branch names into loc; keep only real path parts
+    clean = tuple(p for p in loc if isinstance(p, int) or not any(ch in p for ch in "[]()"))
+    line = None
+    for k in range(len(clean), -1, -1):
+        if clean[:k] in lines:
+            line = lines[clean[:k]]
+            break
+    typ = err["type"]
+    value = err.get("input")
+    if typ == "extra_forbidden":
+        key = clean[-1]
+        owner = _model_at(clean[:-1])
+        allowed = sorted(owner.model_fields) if owner else []
+        guess = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        msg = f"unknown field '{key}'{hint} Allowed: {', '.join(allowed)}"
+    elif typ == "missing":
+        msg = "required field is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if typ == "literal_error":
+            msg = f"{value!r} is not allowed; {msg[0].lower()}{msg[1:]}"
+        elif value is not None and not isinstance(value, dict | list) and "(got" not in msg:
+            msg = f"{msg} (got {value!r})"
+    return Problem(fname, line, _fmt_path(clean), msg)
+
+
+def parse(text: str, fname: str = "<string>") -> Scenario:
+    """Validate scenario YAML text; raises :class:`ScenarioError` listing every problem."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ScenarioError([Problem(fname, mark.line + 1 if mark else None, "",
+                                     f"not valid YAML: {getattr(err, 'problem', err)}")]) from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem(fname, 1, "", "a scenario is a mapping of fields (name:, topology:, ...)")])
+    lines = _lines(node) if node is not None else {}
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as err:
+        problems = [_problem(e, fname, lines) for e in err.errors()]
+        problems.sort(key=lambda p: (p.line or 0, p.path))
+        raise ScenarioError(problems) from None
+    return sc
+
+
+def load(path: str | Path) -> Scenario:
+    """Load and validate one scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ScenarioError([Problem(str(p), None, "", f"cannot read file: {err.strerror}")]) from err
+    sc = parse(text, str(p))
+    if "name" not in (yaml.safe_load(text) or {}):
+        sc.name = p.stem
+    sc._source = p.resolve()
+    return sc
+
+
+def json_schema() -> dict:
+    """JSON Schema for editors (yaml-language-server, VS Code)."""
+    schema = Scenario.model_json_schema()
+    schema["title"] = "meshtwin scenario"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,185 @@
+"""The B.A.T.M.A.N. IV twin of one mesh: kernel state plus the operations the world and the
+loop can perform on it (faults, actions, probes, telemetry).
+
+The compiled kernel (:mod:`twin.sim.batman_kernel`) only knows integer node indices and CSR
+edges; this class maps names to indices, applies primitive fault ops and adapter actions as the
+real commands would, and reads telemetry the way ``batctl oj``/``nj`` would report it.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from twin.adapter import Telemetry
+from twin.faults import Op
+from twin.scenario import RoutingSpec
+from twin.sim import batman_kernel as K
+from twin.sim.rng import new_stream
+
+OUTCOMES = ("delivered", "lost", "no_route", "dead_hop", "ttl_exceeded", "blackholed", "src_dead")
+
+
+class BatmanTwin:
+    """Routing state of every node, advanced lazily to whatever time someone looks at it."""
+
+    def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int):
+        self.graph = graph
+        self.names = [str(n) for n in graph.nodes]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.n = n = len(self.names)
+        self.routing = routing
+        nbrs = [sorted(self.index[str(v)] for v in graph[u]) for u in graph.nodes]
+        indptr = np.zeros(n + 1, np.int32)
+        indptr[1:] = np.cumsum([len(x) for x in nbrs])
+        nbr = np.array([v for row in nbrs for v in row], np.int32)
+        self.rng_ogm = new_stream(seed, "ogm")
+        self.rng_data = new_stream(seed, "data")
+        self.rng_misc = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        self.st = K.make_state(indptr, nbr, n, interval=routing.orig_interval, jitter=routing.jitter,
+                               fwd_jitter=routing.forward_jitter, aggregation=routing.aggregation,
+                               ttl=routing.ttl, hop_penalty=routing.hop_penalty, rng=self.rng_ogm)
+        e = len(nbr)
+        self.delay = np.zeros(e)
+        self.rate = np.zeros(e)
+        for r in range(e):
+            d = graph.edges[self.names[self.st.src_of[r]], self.names[nbr[r]]]
+            self.st.loss[r] = d.get("loss", 0.0)
+            self.delay[r] = d.get("delay_s", 0.001)
+            self.rate[r] = d.get("rate_bps") or 0.0
+        self.blackhole = np.zeros(n, np.uint8)
+        self.t = 0.0
+        self.route_log: list[np.ndarray] = []
+
+    # ---- time ---------------------------------------------------------------------------
+    def advance(self, t: float) -> None:
+        """Run every OGM originated before ``t`` (floods are applied at their origination)."""
+        if t <= self.t:
+            return
+        st = self.st
+        while K.advance(st, t):
+            self._drain_log()
+        self._drain_log()
+        self.t = t
+
+    def _drain_log(self) -> None:
+        st = self.st
+        k = int(min(st.log_n[0], st.log_t.shape[0]))
+        if k:
+            self.route_log.append(np.rec.fromarrays(
+                [st.log_t[:k].copy(), st.log_node[:k].copy(), st.log_orig[:k].copy(), st.log_old[:k].copy(),
+                 st.log_new[:k].copy()], names="t,node,orig,old,new"))
+        st.log_n[0] = 0
+
+    def purge(self) -> None:
+        K.purge(self.st, self.t, self.routing.purge_neighbour, self.routing.purge_originator)
+        self._drain_log()
+
+    # ---- edges --------------------------------------------------------------------------
+    def _edges(self, a: str, b: str) -> tuple[int, int]:
+        i, j = self.index[a], self.index[b]
+        e1 = int(self.st.nbr_index[i, j])
+        e2 = int(self.st.nbr_index[j, i])
+        if e1 < 0:
+            raise KeyError(f"no link {a}-{b}")
+        return e1, e2
+
+    # ---- fault ops ----------------------------------------------------------------------
+    def apply_op(self, op: Op) -> None:
+        if op.kind == "crash":
+            self.st.alive[self.index[op.node]] = 0
+        elif op.kind == "recover":
+            self.reboot(self.index[op.node])
+        elif op.kind in ("link_down", "link_up"):
+            for e in self._edges(*op.link):
+                self.st.up[e] = 1 if op.kind == "link_up" else 0
+        elif op.kind == "link_set":
+            for e in self._edges(*op.link):
+                self.st.loss[e] = op.loss or 0.0
+                self.rate[e] = op.rate_bps or 0.0
+        elif op.kind == "blackhole_on":
+            self.blackhole[self.index[op.node]] = 1
+        elif op.kind == "blackhole_off":
+            self.blackhole[self.index[op.node]] = 0
+        else:  # pragma: no cover
+            raise ValueError(f"unknown op {op.kind}")
+
+    def reboot(self, x: int) -> None:
+        """Node x (re)starts: empty tables and windows, a fresh random sequence number, own phase."""
+        st = self.st
+        lo, hi = st.indptr[x], st.indptr[x + 1]
+        st.router[:, x] = -1
+        st.last_seq[:, x] = -1
+        st.orig_last_seen[:, x] = -1.0
+        st.last_reset[:, x] = -1e9
+        st.ring[:, lo:hi, :] = 0
+        st.ring_sum[:, lo:hi] = 0
+        st.ring_cnt[:, lo:hi] = 0
+        st.ring_pos[:, lo:hi] = 0
+        st.seen_seq[:, lo:hi] = -1
+        st.recv_mask[lo:hi] = 0
+        st.echo_mask[lo:hi] = 0
+        st.link_prod[lo:hi] = 0
+        st.nbr_last_seen[lo:hi] = -1.0
+        st.own_seq[x] = int(self.rng_misc.integers(1 << 20, 1 << 30))
+        st.alive[x] = 1
+
+    # ---- data plane ---------------------------------------------------------------------
+    def probe(self, src: np.ndarray, dst: np.ndarray, size_bytes: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        m = len(src)
+        code = np.zeros(m, np.int32)
+        hops = np.zeros(m, np.int32)
+        lat = np.zeros(m)
+        K.walk_batch(self.st, src, dst, int(self.routing.ttl), self.delay, self.rate, float(size_bytes * 8),
+                     self.blackhole, self.rng_data, code, hops, lat)
+        return code, hops, lat
+
+    def reachable_fraction(self) -> float:
+        """Fraction of ordered pairs of live nodes whose route walk reaches the destination."""
+        live = np.flatnonzero(self.st.alive)
+        src = np.repeat(live, len(live)).astype(np.int32)
+        dst = np.tile(live, len(live)).astype(np.int32)
+        keep = src != dst
+        saved = self.st.loss.copy()
+        self.st.loss[:] = 0.0  # reachability is about routes, not random loss
+        try:
+            code, _, _ = self.probe(src[keep], dst[keep], 100)
+        finally:
+            self.st.loss[:] = saved
+        return float((code == 0).mean()) if keep.any() else 0.0
+
+    def tq(self, node: str, orig: str) -> int:
+        """Ring-average TQ of ``node``'s selected route toward ``orig`` (0 when none)."""
+        o, x = self.index[orig], self.index[node]
+        r = self.st.router[o, x]
+        return int(K.ring_avg(self.st.ring_sum, self.st.ring_cnt, o, r)) if r >= 0 else 0
+
+    def next_hop(self, node: str, dest: str) -> str | None:
+        r = self.st.router[self.index[dest], self.index[node]]
+        return self.names[self.st.nbr[r]] if r >= 0 else None
+
+    # ---- telemetry (what batctl oj / nj would print on every live node) -------------------
+    def telemetry(self, now: float) -> Telemetry:
+        st = self.st
+        alive = st.alive.astype(bool)
+        router_t = st.router.T  # [node, dest]
+        nh = np.where(router_t >= 0, st.nbr[np.maximum(router_t, 0)], -1).astype(np.int32)
+        cnt = st.ring_cnt.T[np.arange(self.n)[:, None], np.maximum(router_t, 0)] if self.n else None
+        sm = st.ring_sum.T[np.arange(self.n)[:, None], np.maximum(router_t, 0)] if self.n else None
+        tq = np.where((router_t >= 0) & (cnt > 0), sm // np.maximum(cnt, 1), 0).astype(np.uint8)
+        seen = st.orig_last_seen.T
+        last = np.where(seen >= 0, now - seen, np.nan).astype(np.float32)
+        nh[~alive] = -1
+        tq[~alive] = 0
+        last[~alive] = np.nan
+        known = (st.nbr_last_seen >= 0) & alive[st.src_of]
+        src = st.src_of[known].astype(np.int32)
+        dst = st.nbr[known].astype(np.int32)
+        return Telemetry(
+            t=now, nodes=self.names, reporting=alive, orig_next_hop=nh, orig_tq=tq, orig_last_seen=last,
+            link_src=src, link_dst=dst, link_tq=(st.link_prod[known] // 255).astype(np.uint8),
+            link_last_seen=(now - st.nbr_last_seen[known]).astype(np.float32),
+            tx_packets=st.tx.copy(), rx_packets=st.rx.copy(),
+            orig_interval_s=st.interval.astype(np.float32),
+        )

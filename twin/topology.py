@@ -1,0 +1,334 @@
+"""Topology builders and importers: every mesh the twin runs on is a plain ``nx.Graph``.
+
+The simulator never sees networkx objects beyond this contract, so it is kept small and exact:
+
+* undirected ``nx.Graph`` with **string** node labels; the order of ``g.nodes`` is the canonical
+  index order (simulator node ``i`` is ``list(g.nodes)[i]``). Builders label ``"n0".."n{N-1}"``.
+* node attribute ``pos`` = ``(x, y)`` tuple when a position is known;
+* every edge carries ``loss`` (per packet, per direction, 0..1), ``delay_s`` (seconds) and
+  ``rate_bps`` (``None`` = unlimited); see :func:`apply_link_defaults`;
+* ``g.graph["kind"]`` names the builder; random graphs record ``g.graph["graph_seed"]``.
+
+Random functions take an explicit ``seed`` and never touch global random state, so every
+experiment can be replayed and compared against the reference model bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Hashable
+from pathlib import Path
+
+import networkx as nx
+
+#: Seeds tried by :func:`random_geometric` before giving up (part of the reference recipe).
+GEOMETRIC_SEED_TRIES = 10_000
+DEFAULT_DELAY_S = 0.001
+
+
+class TopologyError(ValueError):
+    """A topology could not be built or a topology file is unusable (message names file and field)."""
+
+
+def link_key(a: str, b: str) -> tuple[str, str]:
+    """Canonical key of the undirected link a-b, so per-link tables never hold both (a, b) and (b, a)."""
+    return (a, b) if a <= b else (b, a)
+
+
+def apply_link_defaults(
+    g: nx.Graph, *, loss: float = 0.0, delay_s: float = DEFAULT_DELAY_S, rate_bps: float | None = None
+) -> nx.Graph:
+    """Fill ``loss``/``delay_s``/``rate_bps`` on edges that lack them; existing values win.
+
+    Only *missing* keys are filled (an explicit ``rate_bps=None`` means unlimited and stays), so
+    importers can set what the source file knows and leave the rest to the simulator's defaults.
+    Returns ``g`` for chaining.
+    """
+    defaults = {"loss": float(loss), "delay_s": float(delay_s), "rate_bps": rate_bps}
+    for _, _, data in g.edges(data=True):
+        for key, value in defaults.items():
+            data.setdefault(key, value)
+    return g
+
+
+def _named(g: nx.Graph, kind: str) -> nx.Graph:
+    """Relabel integer nodes i -> "n{i}" keeping node *and* adjacency order, then set defaults.
+
+    ``nx.relabel_nodes(copy=True)`` re-adds nodes in order and edges in ``g.edges`` order, so the
+    string graph iterates exactly like the integer one; betweenness and BFS-based choices then match
+    a reference model that works on the integer graph.
+    """
+    h = nx.relabel_nodes(g, {i: f"n{i}" for i in g.nodes}, copy=True)
+    for _, data in h.nodes(data=True):
+        if "pos" in data:
+            data["pos"] = tuple(float(c) for c in data["pos"])
+    h.graph["kind"] = kind
+    return apply_link_defaults(h)
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise TopologyError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def line(n: int, *, spacing: float = 1.0) -> nx.Graph:
+    """Chain n0 - n1 - ... ; node i at ``(i * spacing, 0)``.
+
+    Use ``spacing = 0.9 * r`` for a radio range ``r``: neighbours are in range, second neighbours
+    are not, which is what makes the chain a multi-hop test case.
+    """
+    _check_count("n", n, 1)
+    g = nx.path_graph(n)
+    nx.set_node_attributes(g, {i: (i * spacing, 0.0) for i in g}, "pos")
+    return _named(g, "line")
+
+
+def ring(n: int, *, spacing: float = 1.0) -> nx.Graph:
+    """Cycle of ``n >= 3`` nodes on a circle whose chord between neighbours equals ``spacing``.
+
+    The smallest topology with two disjoint paths: the simplest self-healing case.
+    """
+    _check_count("n", n, 3)
+    g = nx.cycle_graph(n)
+    radius = spacing / (2.0 * math.sin(math.pi / n))
+    pos = {i: (radius * math.cos(2 * math.pi * i / n), radius * math.sin(2 * math.pi * i / n)) for i in g}
+    nx.set_node_attributes(g, pos, "pos")
+    return _named(g, "ring")
+
+
+def grid(rows: int, cols: int, *, spacing: float = 1.0) -> nx.Graph:
+    """4-neighbour grid; node index ``row * cols + col`` at ``(col * spacing, row * spacing)``."""
+    _check_count("rows", rows, 1)
+    _check_count("cols", cols, 1)
+    g = nx.Graph()
+    for r in range(rows):
+        g.add_nodes_from((r * cols + c, {"pos": (c * spacing, r * spacing)}) for c in range(cols))
+    for r in range(rows):
+        for c in range(cols):
+            i = r * cols + c
+            if c + 1 < cols:
+                g.add_edge(i, i + 1)
+            if r + 1 < rows:
+                g.add_edge(i, i + cols)
+    out = _named(g, "grid")
+    out.graph.update(rows=rows, cols=cols)
+    return out
+
+
+def random_geometric(n: int, *, radius: float, seed: int) -> nx.Graph:
+    """Connected random geometric graph in the unit square, by the reference recipe.
+
+    Tries ``nx.random_geometric_graph(n, radius, seed=s)`` for ``s = seed, seed + 1, ...``
+    (at most :data:`GEOMETRIC_SEED_TRIES`) and keeps the first connected one, so the same
+    ``(n, radius, seed)`` gives the very graph the reference model uses. The seed that produced
+    it is recorded in ``g.graph["graph_seed"]``.
+    """
+    _check_count("n", n, 1)
+    if not radius > 0:
+        raise TopologyError(f"radius must be > 0, got {radius!r}")
+    for s in range(seed, seed + GEOMETRIC_SEED_TRIES):
+        g = nx.random_geometric_graph(n, radius, seed=s)
+        if nx.is_connected(g):
+            break
+    else:
+        raise TopologyError(
+            f"no connected random geometric graph for n={n}, radius={radius} with seeds "
+            f"{seed}..{seed + GEOMETRIC_SEED_TRIES - 1}; increase radius (see radius_for_degree)"
+        )
+    out = _named(g, "random_geometric")
+    out.graph.update(graph_seed=s, seed=seed, radius=float(radius))
+    return out
+
+
+def _square_distance_cdf(r: float) -> float:
+    """P(distance <= r) for two uniform points in the unit square (exact, 0 <= r <= sqrt 2)."""
+    if r <= 1.0:
+        return math.pi * r * r - 8.0 / 3.0 * r**3 + 0.5 * r**4
+    s = math.sqrt(r * r - 1.0)
+    r2 = r * r
+    return (
+        1.0 / 3.0
+        + (math.pi - 2.0) * r2
+        - 0.5 * r2 * r2
+        + 4.0 / 3.0 * (2 * r2 + 1) * s
+        - 4 * r2 * math.acos(1 / r)
+    )
+
+
+def radius_for_degree(n: int, avg_degree: float, *, edge_correction: bool = False) -> float:
+    """Radius giving an expected average degree ``avg_degree`` for ``n`` nodes in the unit square.
+
+    Default: ``sqrt(avg_degree / (pi * (n - 1)))``, the textbook estimate that ignores the square's
+    border (the reference model's choice). Nodes near the border lose part of their disc, so the
+    realised degree is lower (about 16 % at radius 0.2). ``edge_correction=True`` instead solves
+    ``(n - 1) * P(|X - Y| <= r) = avg_degree`` with the exact distance distribution of two uniform
+    points in the unit square, which makes the *expected* degree exact.
+    """
+    _check_count("n", n, 2)
+    if not 0 < avg_degree <= n - 1:
+        raise TopologyError(f"avg_degree must be in (0, n-1] = (0, {n - 1}], got {avg_degree!r}")
+    if not edge_correction:
+        return math.sqrt(avg_degree / (math.pi * (n - 1)))
+    target = avg_degree / (n - 1)
+    lo, hi = 0.0, math.sqrt(2.0)
+    for _ in range(100):  # bisection: the CDF is monotone, 100 halvings reach float precision
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _square_distance_cdf(mid) < target else (lo, mid)
+    return hi
+
+
+_UNIT = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_RATE_UNIT = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def _parse_quantity(value: object, *, unit_map: dict[str, float], bare: float, what: str) -> float:
+    """Number or string with unit ("5ms", "10 Mbit", "1Gbps") -> float in base units.
+
+    A bare number is multiplied by ``bare`` (the unit topology files usually mean for that key).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is not a number")
+    if isinstance(value, int | float):
+        return float(value) * bare
+    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*([a-zA-Zµ]*?)\s*(bit/s|bps|bit|b/s)?\s*", str(value))
+    if not m or m.group(2).lower() not in unit_map:
+        raise ValueError(f"{what} {value!r} has no understood number/unit")
+    has_unit = bool(m.group(2) or m.group(3))
+    try:
+        return float(m.group(1)) * (unit_map[m.group(2).lower()] if has_unit else bare)
+    except ValueError as err:
+        raise ValueError(f"{what} {value!r} is not a number") from err
+
+
+def _map_edge_attrs(data: dict, where: str) -> None:
+    """Translate common GraphML edge attribute names onto loss / delay_s / rate_bps.
+
+    Bare ``delay`` numbers are milliseconds and bare ``bandwidth``/``bw`` numbers Mbit/s (the
+    Mininet / tc convention); ``rate`` and ``LinkSpeedRaw`` (Topology Zoo) are bit/s; strings
+    may carry their own unit. ``loss`` above 1 is read as percent (tc netem style).
+    """
+    if "loss" in data:
+        loss = float(data["loss"])
+        loss = loss / 100.0 if 1.0 < loss <= 100.0 else loss
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError(f"{where}.loss {data['loss']!r} is outside 0..1 (or 0..100 %)")
+        data["loss"] = loss
+    for key, bare in (("delay_s", 1.0), ("delay", 1e-3)):
+        if key in data:
+            data["delay_s"] = _parse_quantity(data[key], unit_map=_UNIT, bare=bare, what=f"{where}.{key}")
+            break
+    rate_keys = (("rate_bps", 1.0), ("rate", 1.0), ("bandwidth", 1e6), ("bw", 1e6), ("LinkSpeedRaw", 1.0))
+    for key, bare in rate_keys:
+        if key in data:
+            rate = _parse_quantity(data[key], unit_map=_RATE_UNIT, bare=bare, what=f"{where}.{key}")
+            data["rate_bps"] = rate
+            break
+
+
+def from_graphml(path: str | Path) -> nx.Graph:
+    """Read a GraphML topology (e.g. Topology Zoo, yEd, a Mininet export) into the convention.
+
+    Nodes keep file order and are relabelled with ``str``; directed or multi-edge files are
+    collapsed to one undirected edge per pair (attributes merged, later edges win). ``pos`` comes from
+    ``x``/``y`` node attributes, else from ``Longitude``/``Latitude`` (degrees, unprojected).
+    """
+    try:
+        raw = nx.read_graphml(path)
+    except (OSError, ET.ParseError, nx.NetworkXError, ValueError, KeyError) as err:
+        raise TopologyError(f"{path}: cannot read GraphML: {err}") from err
+    g = nx.Graph()
+    g.add_nodes_from((str(n), dict(d)) for n, d in raw.nodes(data=True))
+    g.add_edges_from((str(u), str(v), dict(d)) for u, v, d in raw.edges(data=True))
+    for node, data in g.nodes(data=True):
+        try:
+            if "x" in data and "y" in data:
+                data["pos"] = (float(data["x"]), float(data["y"]))
+            elif "Longitude" in data and "Latitude" in data:
+                data["pos"] = (float(data["Longitude"]), float(data["Latitude"]))
+        except (TypeError, ValueError) as err:
+            raise TopologyError(f"{path}: node {node!r} has a non-numeric position: {err}") from err
+    for u, v, data in g.edges(data=True):
+        try:
+            _map_edge_attrs(data, f"edge {u!r}-{v!r}")
+        except (TypeError, ValueError) as err:
+            raise TopologyError(f"{path}: {err}") from err
+    g.graph.update(raw.graph)
+    g.graph["kind"] = "graphml"
+    g.graph["source"] = str(path)
+    return apply_link_defaults(g)
+
+
+def components_report(g: nx.Graph) -> list[int]:
+    """Connected component sizes, largest first: a quick check before trusting pair statistics."""
+    return sorted((len(c) for c in nx.connected_components(g)), reverse=True)
+
+
+def most_central(g: nx.Graph) -> str:
+    """Node with maximum (exact) betweenness centrality; ties go to the lowest index.
+
+    The natural single point of failure to attack in fault experiments. Same tie-break as the
+    reference ``max(bc.items(), key=lambda kv: (kv[1], -kv[0]))`` over integer indices.
+    """
+    if g.number_of_nodes() == 0:
+        raise TopologyError("most_central: graph has no nodes")
+    names = list(g.nodes)
+    bc = nx.betweenness_centrality(g)
+    best, _ = max(((i, bc[name]) for i, name in enumerate(names)), key=lambda kv: (kv[1], -kv[0]))
+    return names[best]
+
+
+def _sample(allp: list[tuple[int, int]], k: int, seed: int) -> list[tuple[int, int]]:
+    """The reference draw: all pairs if k covers them, else ``Random(seed*7919+1).sample``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise TopologyError(f"k must be an integer >= 0, got {k!r}")
+    return allp if k >= len(allp) else random.Random(seed * 7919 + 1).sample(allp, k)
+
+
+def _component_ids(g: nx.Graph, names: list[Hashable]) -> list[int]:
+    comp = {}
+    for cid, nodes in enumerate(nx.connected_components(g)):
+        comp.update(dict.fromkeys(nodes, cid))
+    return [comp[name] for name in names]
+
+
+def random_pairs(g: nx.Graph, k: int, *, seed: int, same_component: bool = True) -> list[tuple[str, str]]:
+    """``k`` ordered (src, dst) pairs, exactly as the reference ``pick_pairs(n, k, seed)``.
+
+    Candidates are all ordered index pairs ``a != b`` in lexicographic order; fewer than ``k``
+    candidates returns them all. With ``same_component`` (default) pairs spanning two components
+    are left out because no routing can ever serve them; on a connected graph this changes
+    nothing, ``same_component=False`` reproduces the reference on any graph.
+    """
+    names = list(g.nodes)
+    n = len(names)
+    allp = [(a, b) for a in range(n) for b in range(n) if a != b]
+    if same_component:
+        comp = _component_ids(g, names)
+        allp = [(a, b) for a, b in allp if comp[a] == comp[b]]
+    return [(names[a], names[b]) for a, b in _sample(allp, k, seed)]
+
+
+def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int) -> list[tuple[str, str]]:
+    """``k`` ordered pairs having a shortest path through ``via`` (reference ``pick_pairs(..., via)``).
+
+    These are the flows a failure of ``via`` must disturb, so they measure healing. Only pairs in
+    ``via``'s component qualify; fewer than ``k`` candidates returns them all.
+    """
+    names = list(g.nodes)
+    if via not in g:
+        raise TopologyError(f"pairs_through: via {via!r} is not a node of the graph")
+    index = {name: i for i, name in enumerate(names)}
+    v = index[via]
+    rows = nx.all_pairs_shortest_path_length(g)
+    dist = {index[s]: {index[t]: d for t, d in row.items()} for s, row in rows}
+    dv = dist[v]  # nodes reachable from via; a pair outside this component cannot pass through it
+    allp = [
+        (a, b)
+        for a in range(len(names))
+        for b in range(len(names))
+        if a != b and v not in (a, b) and a in dv and b in dv and dv[a] + dv[b] == dist[a][b]
+    ]
+    return [(names[a], names[b]) for a, b in _sample(allp, k, seed)]
