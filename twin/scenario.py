@@ -117,7 +117,7 @@ class FaultSpec(_M):
 
 class LoopSpec(_M):
     enabled: bool = False
-    period: Duration = Field(1.0, gt=0.0)
+    period: Duration = Field(0.25, gt=0.0, description="time between loop iterations")
     detector: Literal["rules", "isolation_forest", "streaming"] = "rules"
     actions: list[str] = Field(default_factory=lambda: [
         "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])

@@ -48,6 +48,8 @@ class BatmanTwin:
             self.delay[r] = d.get("delay_s", 0.001)
             self.rate[r] = d.get("rate_bps") or 0.0
         self.blackhole = np.zeros(n, np.uint8)
+        self.fault_down = np.zeros(e, bool)  # links a fault took down (ground truth)
+        self.hardif_off = np.zeros(n, bool)  # nodes whose hard interface the loop removed
         self.t = 0.0
         self.route_log: list[np.ndarray] = []
 
@@ -92,7 +94,8 @@ class BatmanTwin:
             self.reboot(self.index[op.node])
         elif op.kind in ("link_down", "link_up"):
             for e in self._edges(*op.link):
-                self.st.up[e] = 1 if op.kind == "link_up" else 0
+                self.fault_down[e] = op.kind == "link_down"
+                self._sync_up(e)
         elif op.kind == "link_set":
             for e in self._edges(*op.link):
                 self.st.loss[e] = op.loss or 0.0
@@ -103,6 +106,35 @@ class BatmanTwin:
             self.blackhole[self.index[op.node]] = 0
         else:  # pragma: no cover
             raise ValueError(f"unknown op {op.kind}")
+
+    def _sync_up(self, e: int) -> None:
+        a, b = self.st.src_of[e], self.st.nbr[e]
+        self.st.up[e] = 0 if (self.fault_down[e] or self.hardif_off[a] or self.hardif_off[b]) else 1
+
+    def hardif(self, x: int, *, up: bool) -> None:
+        """Remove (or re-add) node x's hard interface from bat0: nothing crosses it while removed,
+        and batman-adv purges every neighbour on it, so their windows restart empty."""
+        st = self.st
+        self.hardif_off[x] = not up
+        lo, hi = st.indptr[x], st.indptr[x + 1]
+        for e in range(lo, hi):
+            self._sync_up(e)
+            self._sync_up(int(st.rev[e]))
+        if not up:
+            self._forget_neighbours(x)
+
+    def _forget_neighbours(self, x: int) -> None:
+        st = self.st
+        lo, hi = st.indptr[x], st.indptr[x + 1]
+        routed = (st.router[:, x] >= lo) & (st.router[:, x] < hi)
+        st.router[routed, x] = -1
+        st.ring[:, lo:hi, :] = 0
+        st.ring_sum[:, lo:hi] = 0
+        st.ring_cnt[:, lo:hi] = 0
+        st.recv_mask[lo:hi] = 0
+        st.echo_mask[lo:hi] = 0
+        st.link_prod[lo:hi] = 0
+        st.nbr_last_seen[lo:hi] = -1.0
 
     def reboot(self, x: int) -> None:
         """Node x (re)starts: empty tables and windows, a fresh random sequence number, own phase."""
@@ -165,8 +197,9 @@ class BatmanTwin:
         alive = st.alive.astype(bool)
         router_t = st.router.T  # [node, dest]
         nh = np.where(router_t >= 0, st.nbr[np.maximum(router_t, 0)], -1).astype(np.int32)
-        cnt = st.ring_cnt.T[np.arange(self.n)[:, None], np.maximum(router_t, 0)] if self.n else None
-        sm = st.ring_sum.T[np.arange(self.n)[:, None], np.maximum(router_t, 0)] if self.n else None
+        rows = np.arange(self.n)[:, None]
+        cnt = st.ring_cnt[rows, np.maximum(st.router, 0)].T  # [node, dest]
+        sm = st.ring_sum[rows, np.maximum(st.router, 0)].T
         tq = np.where((router_t >= 0) & (cnt > 0), sm // np.maximum(cnt, 1), 0).astype(np.uint8)
         seen = st.orig_last_seen.T
         last = np.where(seen >= 0, now - seen, np.nan).astype(np.float32)

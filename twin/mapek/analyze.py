@@ -1,0 +1,110 @@
+"""Analyze: what is wrong, and where.
+
+Two layers. Anomaly *detection* scores every node's feature row (an IsolationForest trained on
+fault-free twin runs, or a cheap streaming detector); it says "something is odd about n7".
+*Diagnosis* then names the fault with evidence a mesh engineer would accept:
+
+* ``dead_relay``: the node's OGMs stopped arriving anywhere for longer than its loss-adjusted
+  silence threshold (see :mod:`twin.mapek.monitor`) while other nodes still route through it;
+* ``blackhole``: the node keeps advertising fresh OGMs (so routes go through it) but probes whose
+  path crosses it fail and none succeed;
+* ``degraded_link`` / ``flapping_link``: the mean TQ toward a node drops sharply, or its routes
+  churn repeatedly;
+* ``partition``: several nodes fall silent in the same tick (one cut, not many crashes).
+
+Diagnoses are sticky until their evidence clears, so one fault gives one incident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.mapek.monitor import Features
+
+
+@dataclass
+class Diagnosis:
+    kind: str
+    nodes: tuple[str, ...]
+    detected_s: float
+    confidence: float
+    evidence: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        return (self.kind, self.nodes)
+
+
+class Analyzer:
+    """Stateful diagnosis with hysteresis; ``detector`` is an optional fitted anomaly estimator."""
+
+    def __init__(self, *, detector=None, warmup_s: float = 30.0, blackhole_min_failures: int = 8,
+                 partition_min_nodes: int = 3, churn_limit: float = 8.0, tq_drop: float = 0.25):
+        self.detector = detector
+        self.warmup_s = warmup_s
+        self.blackhole_min_failures = blackhole_min_failures
+        self.partition_min_nodes = partition_min_nodes
+        self.churn_limit = churn_limit
+        self.tq_drop = tq_drop
+        self.active: dict[tuple, Diagnosis] = {}
+        self.seen_alive: np.ndarray | None = None
+        self.churn_hist: dict[int, list[float]] = {}
+        self.last_scores: np.ndarray | None = None
+
+    def analyze(self, f: Features) -> tuple[list[Diagnosis], list[Diagnosis]]:
+        """Returns (new diagnoses, cleared diagnoses) for this snapshot."""
+        n = len(f.names)
+        if self.seen_alive is None or len(self.seen_alive) != n:
+            self.seen_alive = np.zeros(n, bool)
+        sil = np.nan_to_num(f.silence, nan=np.inf)
+        self.seen_alive |= sil < 1.0
+        if self.detector is not None:
+            self.last_scores = self.detector.score_samples(f.matrix())
+        if f.t < self.warmup_s:  # the mesh is still converging: learn who is alive, judge nothing
+            return [], []
+        current: dict[tuple, Diagnosis] = {}
+        was_dead = np.zeros(n, bool)
+        for (kind, nodes) in self.active:
+            if kind in ("dead_relay", "partition"):
+                for name in nodes:
+                    was_dead[f.names.index(name)] = True
+        # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
+        dead = np.flatnonzero(self.seen_alive & ((sil > f.required_miss + 0.05) | (was_dead & (sil > 1.0))))
+        if len(dead) >= self.partition_min_nodes:
+            names = tuple(f.names[i] for i in dead)
+            current[("partition", names)] = Diagnosis("partition", names, f.t, 0.8,
+                                                      {"silent_nodes": len(dead)})
+        else:
+            for i in dead:
+                conf = float(min(1.0, 0.5 + 0.1 * f.routes_via[i]))
+                current[("dead_relay", (f.names[i],))] = Diagnosis(
+                    "dead_relay", (f.names[i],), f.t, conf,
+                    {"silence_intervals": float(sil[i]), "required_miss": int(f.required_miss[i]),
+                     "routes_via": int(f.routes_via[i])})
+        bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
+                            & (sil < 1.0))
+        for i in bh:
+            current[("blackhole", (f.names[i],))] = Diagnosis(
+                "blackhole", (f.names[i],), f.t, 0.9,
+                {"failed_probes_through": float(f.probe_fail_through[i]), "ok_probes_through": 0})
+        for i in np.flatnonzero(f.tq_trend < -self.tq_drop):
+            if sil[i] < 1.0:
+                current[("degraded_link", (f.names[i],))] = Diagnosis(
+                    "degraded_link", (f.names[i],), f.t, 0.6, {"tq_trend": float(f.tq_trend[i])})
+        for i in np.flatnonzero(f.churn > max(self.churn_limit, 0.25 * n)):
+            hist = self.churn_hist.setdefault(int(i), [])
+            hist.append(f.t)
+            recent = [t for t in hist if f.t - t <= 20.0]
+            self.churn_hist[int(i)] = recent
+            if len(recent) >= 4:
+                current[("flapping_link", (f.names[i],))] = Diagnosis(
+                    "flapping_link", (f.names[i],), f.t, 0.6, {"churn_events_20s": len(recent)})
+        new = [d for k, d in current.items() if k not in self.active]
+        cleared = [d for k, d in self.active.items() if k not in current]
+        for k, d in current.items():
+            self.active.setdefault(k, d)
+        for d in cleared:
+            self.active.pop(d.key, None)
+        return new, cleared

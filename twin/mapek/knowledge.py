@@ -1,0 +1,74 @@
+"""Knowledge: incident records (symptoms, diagnosis, actions, outcome), kept per run and reusable
+across runs through a JSON file, with nearest-neighbour retrieval of similar past incidents.
+
+Retrieval is the "RAG without an LLM" of the design: Plan asks which remedies worked for the
+incidents most like this one, and reorders its candidates by their success rates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Incident:
+    id: int
+    diagnosis: str
+    nodes: list[str]
+    detected_s: float
+    symptoms: list[float]
+    evidence: dict
+    remedy: str | None = None
+    actions: list[dict] = field(default_factory=list)
+    outcome: str = "open"  # open | resolved | unresolved | no_action
+    resolved_s: float | None = None
+    rolled_back: bool = False
+    run_id: str = ""
+
+
+class KnowledgeBase:
+    """Incidents of this run plus those loaded from earlier runs."""
+
+    def __init__(self, path: str | Path | None = None, *, k: int = 5):
+        self.path = Path(path) if path else None
+        self.k = k
+        self.incidents: list[Incident] = []
+        self.past: list[Incident] = []
+        if self.path and self.path.exists():
+            raw = json.loads(self.path.read_text())
+            self.past = [Incident(**d) for d in raw.get("incidents", [])]
+
+    def open(self, diagnosis: str, nodes: list[str], t: float, symptoms: np.ndarray, evidence: dict) -> Incident:
+        inc = Incident(id=len(self.incidents), diagnosis=diagnosis, nodes=list(nodes), detected_s=round(t, 3),
+                       symptoms=[round(float(x), 6) for x in symptoms], evidence=evidence)
+        self.incidents.append(inc)
+        return inc
+
+    def success_rates(self, symptoms: np.ndarray) -> dict[str, float]:
+        """Success rate of each remedy among the k most similar past incidents."""
+        done = [i for i in self.past + self.incidents if i.remedy and i.outcome in ("resolved", "unresolved")]
+        if not done:
+            return {}
+        from twin.ml.retrieval import IncidentIndex, IncidentRecord, summarise
+
+        idx = IncidentIndex(k=min(self.k, len(done)))
+        feats = np.array([i.symptoms for i in done], float)
+        if feats.shape[1] != len(symptoms):
+            return {}
+        idx.add(feats, [IncidentRecord(diagnosis=i.diagnosis, action=i.remedy, recovered=i.outcome == "resolved",
+                                       ttr_s=None if i.resolved_s is None else i.resolved_s - i.detected_s)
+                        for i in done])
+        return {a: s.success_rate for a, s in summarise(idx.query(np.asarray(symptoms, float))).items()}
+
+    def save(self) -> None:
+        if not self.path:
+            return
+        data = {"incidents": [asdict(i) for i in self.past + self.incidents]}
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)

@@ -1,0 +1,157 @@
+"""Monitor: turn raw telemetry into per-node features, keeping a short memory of past snapshots.
+
+Every feature comes from what real nodes report (originator/neighbour tables, counters, probe
+results), never from the twin's ground truth.
+
+The central feature is *OGM silence*: for each originator v, the seconds since *any* reporting
+node last received a new sequence number from v, in units of v's OGM interval. A live node's
+OGMs reach others by many paths, so freshest-anywhere silence stays below one interval even on
+lossy links; silence at direct neighbours alone would fire several times per node-hour at 5 %
+loss. How many consecutive OGMs must be missing before silence means "dead" depends on how
+likely it is that every first hop lost the same OGM: ``p = prod(loss on v's links)``, estimated
+from the neighbours' link TQ. The required count ``m`` is the smallest with ``p**m`` below the
+false-alarm budget, so a well-connected relay is declared silent after ~1 interval and a leaf
+behind one lossy link only after several.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.adapter import Telemetry
+
+FALSE_ALARM_PER_OGM = 1e-8  # ~0.004 false alarms per node-hour at 1 s OGMs
+
+
+@dataclass
+class Features:
+    t: float
+    names: list[str]
+    silence: np.ndarray  # float[N]: freshest-anywhere OGM age / interval (nan: never seen)
+    required_miss: np.ndarray  # int[N]: missed OGMs needed before silence means dead
+    reporting: np.ndarray  # bool[N]
+    tq_mean: np.ndarray  # float[N]: mean TQ others have toward the node (0..1)
+    tq_trend: np.ndarray  # float[N]: change since the previous snapshot
+    degree: np.ndarray  # int[N]: neighbours that currently hear the node
+    churn: np.ndarray  # float[N]: next-hop changes in the node's table since last snapshot
+    routes_via: np.ndarray  # int[N]: how many (reporter, dest) routes use the node as next hop
+    probe_fail_through: np.ndarray  # float[N]: failed probes whose path crosses the node (window)
+    probe_ok_through: np.ndarray  # float[N]: delivered probes whose path crosses the node (window)
+    probe_sent: int = 0
+    probe_ok: int = 0
+    interval: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    neighbours: dict[int, list[int]] = field(default_factory=dict)  # node -> nodes that list it as neighbour
+
+    def matrix(self) -> np.ndarray:
+        """The feature matrix the anomaly detectors score (one row per node)."""
+        sil = np.nan_to_num(self.silence, nan=0.0)
+        tot = self.probe_fail_through + self.probe_ok_through
+        fail_frac = np.divide(self.probe_fail_through, tot, out=np.zeros_like(tot), where=tot > 0)
+        return np.column_stack([
+            np.minimum(sil, 20.0), self.tq_mean, self.tq_trend, self.degree.astype(float),
+            np.minimum(self.churn, 50.0), fail_frac,
+        ]).astype(np.float64)
+
+
+FEATURE_NAMES = ("silence", "tq_mean", "tq_trend", "degree", "churn", "probe_fail_fraction")
+
+
+def trace_path(next_hop: np.ndarray, a: int, b: int, max_hops: int = 64) -> list[int]:
+    """Path a -> b following the reported next-hop tables (stops at a gap or a loop)."""
+    path = [a]
+    x = a
+    seen = {a}
+    for _ in range(max_hops):
+        if x == b:
+            return path
+        nx_ = int(next_hop[x, b])
+        if nx_ < 0 or nx_ in seen:
+            return path
+        path.append(nx_)
+        seen.add(nx_)
+        x = nx_
+    return path
+
+
+class Monitor:
+    """Keeps the previous snapshot and a sliding window of probe outcomes per node."""
+
+    def __init__(self, *, probe_window: int = 5):
+        self.prev: Telemetry | None = None
+        self.window: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=probe_window)
+        self.intervals: deque[tuple[float, np.ndarray]] = deque()
+
+    def observe(self, tel: Telemetry) -> Features:
+        n = tel.n
+        rep = tel.reporting.astype(bool)
+        interval = tel.orig_interval_s if tel.orig_interval_s is not None else np.ones(n, np.float32)
+        interval = np.where(interval > 0, interval, 1.0)
+        ages = np.where(rep[:, None], tel.orig_last_seen, np.nan)
+        np.fill_diagonal(ages, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fresh = np.nanmin(ages, axis=0) if n else np.zeros(0)
+        # a node whose interval was just shortened still sends its pending OGM at the old pace:
+        # judge silence by the longest interval it had during the last couple of old periods
+        self.intervals.append((tel.t, interval.copy()))
+        while self.intervals and tel.t - self.intervals[0][0] > 2.5 * float(np.max(self.intervals[0][1])):
+            self.intervals.popleft()
+        base_int = np.max([iv for _, iv in self.intervals], axis=0)
+        silence = fresh / base_int
+        # link loss toward each node's neighbours, from the neighbours' link TQ of that node
+        loss = np.ones(n)
+        deg = np.zeros(n, np.int64)
+        if len(tel.link_src):
+            heard = tel.link_last_seen <= 2.0 * interval[tel.link_dst] + 0.5
+            q = np.clip(tel.link_tq.astype(float) / 255.0, 0.0, 1.0)
+            per_link_loss = np.clip(1.0 - np.sqrt(q), 0.01, 0.95)
+            logp = np.zeros(n)
+            np.add.at(logp, tel.link_dst[heard], np.log(per_link_loss[heard]))
+            np.add.at(deg, tel.link_dst[heard], 1)
+            loss = np.exp(logp)
+        with np.errstate(divide="ignore"):
+            m = np.ceil(np.log(FALSE_ALARM_PER_OGM) / np.log(np.clip(loss, 1e-12, 0.999)))
+        required = np.clip(np.where(deg > 0, m, 3), 1, 8).astype(np.int64)
+        has = tel.orig_tq > 0
+        cnt = np.maximum((has & rep[:, None]).sum(axis=0), 1)
+        tq_mean = (np.where(rep[:, None], tel.orig_tq, 0).sum(axis=0) / cnt) / 255.0
+        nh = tel.orig_next_hop
+        # routes that use a node as a relay (toward some *other* destination); a route to the
+        # node itself is not relaying, and stays in the tables of its neighbours until purged
+        relay = nh.copy()
+        relay[~rep] = -1
+        relay[relay == np.arange(n)[None, :]] = -1
+        routes_via = np.bincount(relay[relay >= 0].ravel(), minlength=n)[:n] if n else np.zeros(0)
+        churn = np.zeros(n)
+        tq_trend = np.zeros(n)
+        if self.prev is not None and self.prev.n == n:
+            ch = (self.prev.orig_next_hop != nh) & rep[:, None] & self.prev.reporting[:, None]
+            churn = ch.sum(axis=1).astype(float)
+            p_has = self.prev.orig_tq > 0
+            p_cnt = np.maximum((p_has & self.prev.reporting[:, None]).sum(axis=0), 1)
+            p_mean = (np.where(self.prev.reporting[:, None], self.prev.orig_tq, 0).sum(axis=0) / p_cnt) / 255.0
+            tq_trend = tq_mean - p_mean
+        fail = np.zeros(n)
+        ok = np.zeros(n)
+        for a, b, s, k in zip(tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok, strict=True):
+            path = trace_path(nh, int(a), int(b))
+            if path[-1] != b:
+                continue  # no complete route: a routing problem, not a data-plane drop on the path
+            for v in path[1:-1]:
+                fail[v] += s - k
+                ok[v] += k
+        self.window.append((fail, ok))
+        wf = np.sum([w[0] for w in self.window], axis=0)
+        wo = np.sum([w[1] for w in self.window], axis=0)
+        self.prev = tel
+        nbrs: dict[int, list[int]] = {}
+        for a, b in zip(tel.link_src.tolist(), tel.link_dst.tolist(), strict=True):
+            nbrs.setdefault(b, []).append(a)
+        return Features(neighbours=nbrs, t=tel.t, names=tel.nodes, silence=silence, required_miss=required, reporting=rep,
+                        tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
+                        probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),
+                        probe_ok=int(tel.probe_ok.sum()), interval=interval)

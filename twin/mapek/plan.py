@@ -1,0 +1,119 @@
+"""Plan: turn a diagnosis into ranked candidate remedies, each a list of real commands.
+
+A remedy is only ever made of commands batman-adv (or nftables, yggdrasil) really offers:
+
+* ``ogm_burst``: ``batctl orig_interval 100`` on every reachable node, restored later. A stale
+  ring of 5 is flushed by 5 new sequence numbers arriving another way, so faster OGMs flush it
+  5x..10x sooner, at the cost of 10x OGM traffic while it lasts. The node's *pending* OGM keeps
+  its old send time (that is how the kernel schedules), so the gain starts within one interval.
+* ``hardif_bounce``: remove and re-add the hard interface on the dead relay's neighbours. It
+  purges *every* neighbour on that interface and restarts their 64-wide windows, so TQ stays low
+  for tens of seconds: a last resort.
+* ``quarantine``: nftables drop of the node's traffic on its neighbours (blackholes), followed by
+  an OGM burst so routes through it flush quickly.
+
+Ranking: a fixed rule table by default; when a knowledge base of past incidents is given, the
+success rate of each remedy among the most similar past incidents reorders the candidates, and a
+fitted :class:`twin.ml.ranking.ActionRanker` can score them instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from twin.adapter import Action
+from twin.mapek.analyze import Diagnosis
+from twin.mapek.monitor import Features
+
+RULES: dict[str, list[str]] = {
+    "dead_relay": ["ogm_burst", "hardif_bounce"],
+    "blackhole": ["quarantine"],
+    "partition": [],  # nothing on the mesh heals a cut; recorded for the operator
+    "degraded_link": [],
+    "flapping_link": [],
+}
+
+
+@dataclass
+class Remedy:
+    name: str
+    diagnosis: Diagnosis
+    actions: list[Action]
+    restore: list[Action] = field(default_factory=list)  # undo after restore_after_s
+    restore_after_s: float = 0.0
+    score: float = 0.0
+
+
+def incident_vector(d: Diagnosis, f: Features) -> np.ndarray:
+    """Symptoms of an incident as numbers, for retrieval and ranking."""
+    idx = {n: i for i, n in enumerate(f.names)}
+    rows = [idx[n] for n in d.nodes if n in idx]
+    if not rows:
+        return np.zeros(6)
+    m = f.matrix()[rows].mean(axis=0)
+    kinds = ["dead_relay", "blackhole", "partition", "degraded_link", "flapping_link"]
+    onehot = [1.0 if d.kind == k else 0.0 for k in kinds]
+    return np.concatenate([m, onehot, [float(f.routes_via[rows].mean())]])
+
+
+class Planner:
+    def __init__(self, *, allowed: list[str] | None = None, fast_interval_ms: int = 50,
+                 base_interval_ms: int = 1000, restore_after_s: float = 8.0, knowledge=None, ranker=None):
+        self.allowed = set(allowed) if allowed else None
+        self.fast_interval_ms = fast_interval_ms
+        self.base_interval_ms = base_interval_ms
+        self.restore_after_s = restore_after_s
+        self.knowledge = knowledge
+        self.ranker = ranker
+
+    def _ok(self, kind: str) -> bool:
+        return self.allowed is None or kind in self.allowed
+
+    def _burst(self, d: Diagnosis, f: Features, exclude: set[str]) -> tuple[list[Action], list[Action]]:
+        acts, undo = [], []
+        for i, name in enumerate(f.names):
+            if name in exclude or not f.reporting[i]:
+                continue
+            base = int(round(float(f.interval[i]) * 1000)) if len(f.interval) else self.base_interval_ms
+            base = max(base, self.base_interval_ms) if base <= self.fast_interval_ms else base
+            acts.append(Action("set_orig_interval", name, {"ms": self.fast_interval_ms},
+                               reason=f"{d.kind} {','.join(d.nodes)}: flush stale rings"))
+            undo.append(Action("set_orig_interval", name, {"ms": base}, reason="restore after burst"))
+        return acts, undo
+
+    def candidates(self, d: Diagnosis, f: Features) -> list[Remedy]:
+        out: list[Remedy] = []
+        for name in RULES.get(d.kind, []):
+            if name == "ogm_burst" and self._ok("set_orig_interval"):
+                acts, undo = self._burst(d, f, set(d.nodes))
+                out.append(Remedy(name, d, acts, undo, self.restore_after_s))
+            elif name == "hardif_bounce" and self._ok("hardif_down"):
+                v = d.nodes[0]
+                vi = f.names.index(v)
+                nbrs = [f.names[i] for i in f.neighbours.get(vi, []) if f.reporting[i]]
+                acts = [Action("hardif_down", n, {}, reason=f"purge dead neighbour {v}") for n in nbrs]
+                acts += [Action("hardif_up", n, {}, reason="re-add interface") for n in nbrs]
+                if acts:
+                    out.append(Remedy(name, d, acts))
+            elif name == "quarantine" and self._ok("quarantine"):
+                acts = [Action("quarantine", v, {}, reason=f"blackhole: probes through {v} fail")
+                        for v in d.nodes]
+                undo: list[Action] = []
+                if self._ok("set_orig_interval"):
+                    b, undo = self._burst(d, f, set(d.nodes))
+                    acts += b
+                out.append(Remedy(name, d, acts, undo, self.restore_after_s))
+        return self.rank(out, d, f)
+
+    def rank(self, remedies: list[Remedy], d: Diagnosis, f: Features) -> list[Remedy]:
+        """Rule order, then reordered by past outcomes of similar incidents when known."""
+        for k, r in enumerate(remedies):
+            r.score = 1.0 - 0.1 * k
+        if self.knowledge is not None and remedies:
+            rates = self.knowledge.success_rates(incident_vector(d, f))
+            for r in remedies:
+                if r.name in rates:
+                    r.score = 0.5 * r.score + 0.5 * rates[r.name]
+        return sorted(remedies, key=lambda r: -r.score)

@@ -1,0 +1,156 @@
+"""``SimAdapter``: the :class:`twin.adapter.MeshAdapter` of the SimPy twin, and the SimPy process
+that runs the MAPE-K loop on simulated time.
+
+Each action changes the twin exactly as the real command changes a node (see
+:data:`twin.adapter.ACTION_KINDS`): ``set_orig_interval`` takes effect when the node schedules
+its next OGM (the pending one keeps its send time), removing a hard interface purges every
+neighbour on it and their windows restart empty, quarantine drops the node's traffic at its
+neighbours. A command sent to a node that is down fails, as it would over the network.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from twin.adapter import Action, ActionResult, SignedAction, Telemetry
+from twin.mapek.loop import Controller
+from twin.sim.model import BatmanTwin
+
+CAPABILITIES = frozenset({"batman_iv", "twin"})
+
+
+class SimAdapter:
+    mode = "sim"
+
+    def __init__(self, twin: BatmanTwin, env, rec, world, *, verifier=None):
+        self.twin = twin
+        self.env = env
+        self.rec = rec
+        self.world = world
+        self.verifier = verifier
+        self._probe_cursor = 0
+        self.verify_s: list[float] = []
+        self.rejected: dict[str, int] = {}
+
+    def now(self) -> float:
+        return float(self.env.now)
+
+    def capabilities(self) -> frozenset[str]:
+        return CAPABILITIES
+
+    def observe(self) -> Telemetry:
+        self.twin.advance(self.env.now)
+        tel = self.twin.telemetry(self.env.now)
+        k0, k1 = self._probe_cursor, len(self.rec.probe_t)
+        self._probe_cursor = k1
+        if k1 > k0:
+            flow = np.concatenate(self.rec.probe_flow[k0:k1])
+            pair = np.concatenate(self.rec.probe_pair[k0:k1])
+            ok = np.concatenate(self.rec.probe_code[k0:k1]) == 0
+            key = flow.astype(np.int64) * 1_000_000 + pair
+            uniq, inv = np.unique(key, return_inverse=True)
+            sent = np.bincount(inv)
+            good = np.bincount(inv, weights=ok).astype(np.int32)
+            idx = self.twin.index
+            src = np.empty(len(uniq), np.int32)
+            dst = np.empty(len(uniq), np.int32)
+            for j, kk in enumerate(uniq):
+                a, b = self.world.flows[int(kk // 1_000_000)].pairs[int(kk % 1_000_000)]
+                src[j], dst[j] = idx[a], idx[b]
+            tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok = src, dst, sent.astype(np.int32), good
+        return tel
+
+    def apply(self, signed: SignedAction) -> ActionResult:
+        a = signed.action
+        now = self.now()
+        if self.verifier is not None:
+            t0 = time.perf_counter()
+            reason = self.verifier(signed, now)
+            self.verify_s.append(time.perf_counter() - t0)
+            if reason:
+                self.rejected[reason.split(":")[0]] = self.rejected.get(reason.split(":")[0], 0) + 1
+                return ActionResult(a, False, now, rejected_reason=reason)
+        tw = self.twin
+        if a.node not in tw.index:
+            return ActionResult(a, False, now, rejected_reason=f"unknown node {a.node}")
+        x = tw.index[a.node]
+        target_is_subject = a.kind in ("quarantine", "unquarantine")
+        if not target_is_subject and not tw.st.alive[x]:
+            return ActionResult(a, False, now, rejected_reason=f"{a.node} unreachable (no answer)")
+        tw.advance(now)
+        st = tw.st
+        if a.kind == "set_orig_interval":
+            ms = int(a.params.get("ms", 1000))
+            if not 40 <= ms <= 60_000:
+                return ActionResult(a, False, now, rejected_reason=f"orig_interval {ms} ms outside 40..60000")
+            st.interval[x] = ms / 1000.0
+        elif a.kind == "set_hop_penalty":
+            v = int(a.params.get("value", 30))
+            if not 0 <= v <= 255:
+                return ActionResult(a, False, now, rejected_reason=f"hop_penalty {v} outside 0..255")
+            st.hop_penalty[x] = v
+        elif a.kind == "hardif_down":
+            tw.hardif(x, up=False)
+        elif a.kind == "hardif_up":
+            tw.hardif(x, up=True)
+        elif a.kind == "quarantine":
+            st.quarantined[x] = 1
+        elif a.kind == "unquarantine":
+            st.quarantined[x] = 0
+        elif a.kind == "restart_routing":
+            tw.reboot(x)
+        else:
+            return ActionResult(a, False, now, rejected_reason=f"{a.kind} has no model in sim (needs yggdrasil: emu)")
+        return ActionResult(a, True, now, detail=f"{a.kind} {a.params}")
+
+
+class LoopHandle:
+    """What run.py gets back: the controller once the process has started, and its stats."""
+
+    def __init__(self):
+        self.controller: Controller | None = None
+        self.adapter: SimAdapter | None = None
+
+    def stats(self) -> dict:
+        s = self.controller.stats() if self.controller else {}
+        if self.adapter is not None:
+            v = self.adapter.verify_s
+            s["verify_p50_ms"] = round(float(np.median(v)) * 1000, 4) if v else None
+            s["rejected"] = dict(self.adapter.rejected)
+        return s
+
+
+def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, detector=None):
+    """A SimPy process factory running the controller every ``loop.period`` of sim time."""
+    from twin.mapek.analyze import Analyzer
+    from twin.mapek.knowledge import KnowledgeBase
+    from twin.mapek.plan import Planner
+
+    sc = world.scenario
+    handle = LoopHandle()
+
+    def process(env, twin, rec):
+        adapter = SimAdapter(twin, env, rec, world, verifier=verifier)
+        kb = knowledge or KnowledgeBase()
+        ctl = Controller(adapter, planner=Planner(allowed=sc.loop.actions, knowledge=kb,
+                                                  base_interval_ms=int(round(sc.routing.orig_interval * 1000))),
+                         analyzer=Analyzer(detector=detector), signer=signer, knowledge=kb)
+        handle.controller, handle.adapter = ctl, adapter
+        while True:
+            yield env.timeout(sc.loop.period)
+            it = ctl.iterate()
+            yield env.timeout(it.mape_cost_s)  # the loop's own compute delays its decisions
+            if it.actions:
+                cost = ctl.sign(it)
+                # signing cost plus sending: each signed command is a few frames on the mesh
+                yield env.timeout(cost + 0.002)
+            ctl.execute(it)
+            rec.other.extend(ctl.log)
+            ctl.log.clear()
+
+    return process, handle
+
+
+__all__ = ["SimAdapter", "make_loop_process", "Action"]
