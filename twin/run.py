@@ -35,6 +35,30 @@ class RunResult:
         return all(t["pass"] for t in self.summary["targets"].values())
 
 
+def attribute_incidents(faults: list[dict], world: World, loop_info: dict) -> None:
+    """Give each fault the first incident the loop opened about it: detection delay, diagnosis,
+    remedy and actions. Incidents matching no fault are false alarms and are counted."""
+    incidents = loop_info.get("incidents", [])
+    used: set[int] = set()
+    by_index = {f.index: f for f in world.faults}
+    for fd in faults:
+        f = by_index[fd["index"]]
+        subject = set(f.nodes) | {n for lk in f.links for n in lk}
+        fd.update(detected_s=None, diagnosis=None, remedy=None, actions=[])
+        for inc in incidents:
+            if inc["id"] in used or inc["detected_s"] < f.at_s:
+                continue
+            if subject and not (subject & set(inc["nodes"])) and inc["diagnosis"] != "partition":
+                continue
+            used.add(inc["id"])
+            fd.update(detected_s=round(inc["detected_s"] - f.at_s, 3), diagnosis=inc["diagnosis"],
+                      remedy=inc["remedy"], actions=inc["actions"][:20], outcome=inc["outcome"])
+            break
+    acted = [i for i in incidents if i["id"] not in used and i["remedy"]]
+    loop_info["false_incidents"] = sum(1 for i in incidents if i["id"] not in used)
+    loop_info["false_actions"] = sum(len(i["actions"]) for i in acted)
+
+
 def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> dict:
     sc = world.scenario
     s = {
@@ -92,6 +116,8 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
 
         raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
     an = analyse(ev, sc, world.faults, loop_info=loop_info)
+    if loop_info is not None:
+        attribute_incidents(an.faults, world, loop_info)
     summary = _summary(world, an, mode, loop_info)
     journal = {
         "meshtwin": __version__, "python": sys.version.split()[0], "host": platform.node(),

@@ -83,9 +83,36 @@ class Analyzer:
                     "dead_relay", (f.names[i],), f.t, conf,
                     {"silence_intervals": float(sil[i]), "required_miss": int(f.required_miss[i]),
                      "routes_via": int(f.routes_via[i])})
+        streak = f.fail_streak if f.fail_streak is not None else np.zeros(n, np.int64)
         bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
-                            & (sil < 1.0))
-        for i in bh:
+                            & (streak >= 4) & (sil < 1.0))
+        # explain the failing paths with as few suspects as possible: every relay upstream of a
+        # blackhole sees the same failures, the blackhole is on all of them
+        suspects = set(int(i) for i in bh)
+        # failures already explained by a known blackhole or a silent node are not new evidence
+        known = {f.names.index(nm) for (kind, nodes) in self.active for nm in nodes
+                 if kind in ("blackhole", "dead_relay")} | {int(i) for i in dead}
+        known_bh = {nm for (kind, nodes) in self.active if kind == "blackhole" for nm in nodes}
+        paths = {p: c for p, c in f.failing_paths.items() if suspects & set(p) and not (known - suspects) & set(p)}
+        for (kind, nodes) in list(self.active):
+            if kind == "blackhole":  # stays diagnosed while quarantined (silent) or still failing
+                i = f.names.index(nodes[0])
+                if sil[i] > 1.0 or streak[i] > 0:
+                    current[(kind, nodes)] = self.active[(kind, nodes)]
+        for i in [int(i) for i in dead if f.names[int(i)] in known_bh]:
+            current.pop(("dead_relay", (f.names[i],)), None)  # silent because we quarantined it
+        chosen = []
+        while paths and suspects:
+            score = {v: sum(c for p, c in paths.items() if v in p) for v in suspects}
+            v = max(score, key=lambda k: (score[k], -k))
+            if score[v] < self.blackhole_min_failures:
+                break
+            chosen.append(v)
+            suspects.discard(v)
+            paths = {p: c for p, c in paths.items() if v not in p}
+        # among suspects explaining the same paths, the last relay before the failure point is
+        # the one dropping: a node upstream still forwards (its own traffic to others succeeds)
+        for i in chosen:
             current[("blackhole", (f.names[i],))] = Diagnosis(
                 "blackhole", (f.names[i],), f.t, 0.9,
                 {"failed_probes_through": float(f.probe_fail_through[i]), "ok_probes_through": 0})

@@ -38,7 +38,7 @@ class Iteration:
 class Controller:
     def __init__(self, adapter: MeshAdapter, *, planner: Planner | None = None, analyzer: Analyzer | None = None,
                  signer: Signer | None = None, knowledge: KnowledgeBase | None = None,
-                 verify_after_s: float = 10.0, run_id: str = ""):
+                 verify_after_s: float = 4.0, run_id: str = ""):
         self.adapter = adapter
         self.monitor = Monitor()
         self.analyzer = analyzer or Analyzer()
@@ -68,13 +68,17 @@ class Controller:
             if outcome != "resolved":
                 p.incident.resolved_s = None
                 p.incident.rolled_back = True
-                if p.alternatives:  # the remedy did not help: try the next one
-                    nxt = p.alternatives[0]
+                # the remedy did not help: plan again on what the mesh looks like now, skipping
+                # remedies already tried for this incident
+                tried = set(p.incident.remedy.split("+")) if p.incident.remedy else set()
+                fresh = [r for r in self.planner.candidates(p.remedy.diagnosis, f) if r.name not in tried]
+                if fresh:
+                    nxt = fresh[0]
                     actions += nxt.actions
-                    p.incident.remedy = nxt.name
+                    p.incident.remedy = f"{p.incident.remedy}+{nxt.name}"
                     p.incident.outcome = "open"
                     p.incident.actions += [_adict(a) for a in nxt.actions]
-                    self.executor.track(p.incident, nxt, p.alternatives[1:])
+                    self.executor.track(p.incident, nxt, [])
         actions += restore
         for d in new:
             inc = self.knowledge.open(d.kind, list(d.nodes), d.detected_s, incident_vector(d, f), d.evidence)

@@ -45,6 +45,15 @@ class Features:
     probe_ok: int = 0
     interval: np.ndarray = field(default_factory=lambda: np.zeros(0))
     neighbours: dict[int, list[int]] = field(default_factory=dict)  # node -> nodes that list it as neighbour
+    failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
+    fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
+    relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops, own-destination entries removed
+
+    def routing_via(self, v: int) -> list[int]:
+        """Reporting nodes that still relay some traffic through node v."""
+        if self.relay_next_hop is None:
+            return []
+        return [int(x) for x in np.flatnonzero((self.relay_next_hop == v).any(axis=1))]
 
     def matrix(self) -> np.ndarray:
         """The feature matrix the anomaly detectors score (one row per node)."""
@@ -84,6 +93,8 @@ class Monitor:
         self.prev: Telemetry | None = None
         self.window: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=probe_window)
         self.intervals: deque[tuple[float, np.ndarray]] = deque()
+        self.streak: np.ndarray | None = None
+        self.path_window: deque[dict] = deque(maxlen=probe_window)
 
     def observe(self, tel: Telemetry) -> Features:
         n = tel.n
@@ -137,21 +148,35 @@ class Monitor:
             tq_trend = tq_mean - p_mean
         fail = np.zeros(n)
         ok = np.zeros(n)
+        fpaths: dict[tuple[int, ...], float] = {}
         for a, b, s, k in zip(tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok, strict=True):
             path = trace_path(nh, int(a), int(b))
             if path[-1] != b:
                 continue  # no complete route: a routing problem, not a data-plane drop on the path
-            for v in path[1:-1]:
+            inner = tuple(path[1:-1])
+            if s > k and inner:
+                fpaths[inner] = fpaths.get(inner, 0.0) + float(s - k)
+            for v in inner:
                 fail[v] += s - k
                 ok[v] += k
         self.window.append((fail, ok))
+        self.path_window.append(fpaths)
+        # ticks in a row in which probes through the node failed and none through it succeeded
+        if self.streak is None or len(self.streak) != n:
+            self.streak = np.zeros(n, np.int64)
+        self.streak = np.where((fail > 0) & (ok == 0), self.streak + 1, 0)
         wf = np.sum([w[0] for w in self.window], axis=0)
         wo = np.sum([w[1] for w in self.window], axis=0)
         self.prev = tel
         nbrs: dict[int, list[int]] = {}
         for a, b in zip(tel.link_src.tolist(), tel.link_dst.tolist(), strict=True):
             nbrs.setdefault(b, []).append(a)
-        return Features(neighbours=nbrs, t=tel.t, names=tel.nodes, silence=silence, required_miss=required, reporting=rep,
+        failing_paths: dict[tuple[int, ...], float] = {}
+        for d in self.path_window:
+            for pth, c in d.items():
+                failing_paths[pth] = failing_paths.get(pth, 0.0) + c
+        return Features(failing_paths=failing_paths, neighbours=nbrs, relay_next_hop=relay, fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
+                        required_miss=required, reporting=rep,
                         tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
                         probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),
                         probe_ok=int(tel.probe_ok.sum()), interval=interval)

@@ -29,7 +29,7 @@ from twin.mapek.monitor import Features
 
 RULES: dict[str, list[str]] = {
     "dead_relay": ["ogm_burst", "hardif_bounce"],
-    "blackhole": ["quarantine"],
+    "blackhole": ["quarantine", "hardif_bounce"],
     "partition": [],  # nothing on the mesh heals a cut; recorded for the operator
     "degraded_link": [],
     "flapping_link": [],
@@ -91,10 +91,13 @@ class Planner:
                 out.append(Remedy(name, d, acts, undo, self.restore_after_s))
             elif name == "hardif_bounce" and self._ok("hardif_down"):
                 v = d.nodes[0]
-                vi = f.names.index(v)
-                nbrs = [f.names[i] for i in f.neighbours.get(vi, []) if f.reporting[i]]
-                acts = [Action("hardif_down", n, {}, reason=f"purge dead neighbour {v}") for n in nbrs]
-                acts += [Action("hardif_up", n, {}, reason="re-add interface") for n in nbrs]
+                # the nodes still relaying through v hold a stale route no new OGM will flush
+                # (each waits for the other): re-adding their interface purges it
+                stuck = [f.names[i] for i in f.routing_via(f.names.index(v)) if f.reporting[i]]
+                acts = []
+                for n in stuck:
+                    acts += [Action("hardif_down", n, {}, reason=f"purge stale routes via {v}"),
+                             Action("hardif_up", n, {}, reason="re-add interface")]
                 if acts:
                     out.append(Remedy(name, d, acts))
             elif name == "quarantine" and self._ok("quarantine"):
