@@ -126,8 +126,9 @@ def _with_progress(fn, duration: float, quiet: bool, name: str):
         return fn(None)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s sim"),
-                  TimeElapsedColumn(), console=err, transient=True) as prog:
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s sim"),
+            TimeElapsedColumn())
+    with Progress(*cols, console=err, transient=True) as prog:
         task = prog.add_task(name, total=duration)
         return fn(lambda t: prog.update(task, completed=t))
 

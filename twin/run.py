@@ -92,21 +92,24 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         sc._source = None
     world = resolve(sc)
     loop_info = None
+    security = None
     if mode == "sim":
         from twin.sim.runner import events_frame, run_sim
 
         tick = None
         controller = None
-        if sc.loop.enabled:
+        if sc.loop.enabled or sc.attacks:
             from twin.sim.adapter import make_loop_process
 
-            tick, controller = make_loop_process(world)
+            tick, controller = make_loop_process(world, loop=sc.loop.enabled)
         rec, twin = run_sim(world, loop_tick=tick, progress=progress)
         ev = events_frame(world, rec, twin)
         engine = rec.engine
         wall = rec.wall_s
         if controller is not None:
-            loop_info = controller.stats()
+            stats = controller.stats()
+            security = stats.pop("security", None)
+            loop_info = stats if sc.loop.enabled else None
     elif mode == "emu":
         from twin.emu.bridge import run_world
 
@@ -119,6 +122,8 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
     summary = _summary(world, an, mode, loop_info)
+    if security is not None:
+        summary["security"] = security
     journal = {
         "meshtwin": __version__, "python": sys.version.split()[0], "host": platform.node(),
         "platform": platform.platform(), "wall_s": round(wall, 3),

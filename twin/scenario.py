@@ -115,6 +115,15 @@ class FaultSpec(_M):
         return self
 
 
+class AttackSpec(_M):
+    """A control-plane attack: what an adversary on the mesh could send to a node agent."""
+
+    at: Duration
+    kind: Literal["forged_command", "replayed_command", "expired_command", "revoked_controller",
+                  "tampered_telemetry"]
+    node: str = Field("most_central", description="node the malicious command targets")
+
+
 class LoopSpec(_M):
     enabled: bool = False
     period: Duration = Field(0.25, gt=0.0, description="time between loop iterations")
@@ -133,7 +142,8 @@ class MttrTarget(_M):
 
 class DeliveryTarget(_M):
     min: float = Field(0.99, ge=0.0, le=1.0)
-    after: str = Field("converged", description="converged (default), start, heal (after the last repair), or a time like 60s")
+    after: str = Field("converged",
+                       description="converged (default), start, heal (after the last repair), or a time like 60s")
 
 
 class ConvergenceTarget(_M):
@@ -162,6 +172,7 @@ class Scenario(_M):
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     traffic: list[ProbeSpec] = Field(default_factory=lambda: [ProbeSpec()])
     faults: list[FaultSpec] = Field(default_factory=list)
+    attacks: list[AttackSpec] = Field(default_factory=list)
     loop: LoopSpec = Field(default_factory=LoopSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
 

@@ -175,7 +175,8 @@ class Monitor:
         for d in self.path_window:
             for pth, c in d.items():
                 failing_paths[pth] = failing_paths.get(pth, 0.0) + c
-        return Features(failing_paths=failing_paths, neighbours=nbrs, relay_next_hop=relay, fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
+        return Features(failing_paths=failing_paths, neighbours=nbrs, relay_next_hop=relay,
+                        fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
                         required_miss=required, reporting=rep,
                         tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
                         probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),

@@ -112,9 +112,20 @@ class LoopHandle:
     def __init__(self):
         self.controller: Controller | None = None
         self.adapter: SimAdapter | None = None
+        self.plane = None
+        self.pqc_costs: dict | None = None
 
     def stats(self) -> dict:
         s = self.controller.stats() if self.controller else {}
+        if self.plane is not None:
+            s["security"] = self.plane.summary()
+            if self.pqc_costs:
+                from twin.pqc import fragments, sizes
+
+                sz = sizes()
+                s["security"]["handshake_cost_ms"] = round(self.pqc_costs["handshake"] * 1000, 3)
+                s["security"]["envelope_bytes"] = sz.get("action_envelope")
+                s["security"]["envelope_frames"] = fragments(sz.get("action_envelope", 0))
         if self.adapter is not None:
             v = self.adapter.verify_s
             s["verify_p50_ms"] = round(float(np.median(v)) * 1000, 4) if v else None
@@ -122,29 +133,52 @@ class LoopHandle:
         return s
 
 
-def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, detector=None):
-    """A SimPy process factory running the controller every ``loop.period`` of sim time."""
+def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, detector=None, loop: bool = True):
+    """A SimPy process factory running the controller every ``loop.period`` of sim time.
+
+    Commands are signed by the controller's ML-DSA-65 identity and verified by the nodes (real
+    crypto); signing and the loop's own compute are measured and delay the commands' effect.
+    Control-plane attacks of the scenario are injected through the same node-facing adapter.
+    """
     from twin.mapek.analyze import Analyzer
     from twin.mapek.knowledge import KnowledgeBase
     from twin.mapek.plan import Planner
+    from twin.sim.security import ControlPlane, attack_process
+    from twin.topology import most_central
 
     sc = world.scenario
     handle = LoopHandle()
+    plane = ControlPlane() if sc.loop.sign or sc.attacks else None
+    handle.plane = plane
 
     def process(env, twin, rec):
-        adapter = SimAdapter(twin, env, rec, world, verifier=verifier)
+        adapter = SimAdapter(twin, env, rec, world, verifier=verifier or (plane.verify if plane else None))
+        handle.adapter = adapter
+        if sc.attacks and plane is not None:
+            env.process(attack_process(env, adapter, plane, sc.attacks, most_central(world.graph)))
+        if not loop:
+            return
         kb = knowledge or KnowledgeBase()
         ctl = Controller(adapter, planner=Planner(allowed=sc.loop.actions, knowledge=kb,
                                                   base_interval_ms=int(round(sc.routing.orig_interval * 1000))),
-                         analyzer=Analyzer(detector=detector), signer=signer, knowledge=kb)
-        handle.controller, handle.adapter = ctl, adapter
+                         analyzer=Analyzer(detector=detector), signer=signer or (plane if sc.loop.sign else None),
+                         knowledge=kb)
+        handle.controller = ctl
+        if plane is not None:
+            # mutual-auth hybrid (X-Wing + ML-DSA-65) session with every node before acting, at
+            # the cost measured on this machine (calibrated once, cached)
+            from twin.pqc import get_costs
+
+            costs = get_costs()
+            handle.pqc_costs = costs
+            yield env.timeout(costs["handshake"] * len(world.graph))
         while True:
             yield env.timeout(sc.loop.period)
             it = ctl.iterate()
             yield env.timeout(it.mape_cost_s)  # the loop's own compute delays its decisions
             if it.actions:
                 cost = ctl.sign(it)
-                # signing cost plus sending: each signed command is a few frames on the mesh
+                # signing cost plus sending: an envelope is 3 frames on the mesh
                 yield env.timeout(cost + 0.002)
             ctl.execute(it)
             rec.other.extend(ctl.log)
