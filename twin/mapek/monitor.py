@@ -44,7 +44,14 @@ class Features:
     probe_sent: int = 0
     probe_ok: int = 0
     interval: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    neighbours: dict[int, list[int]] = field(default_factory=dict)  # node -> nodes that list it as neighbour
+    link_src: np.ndarray | None = None  # neighbour-table rows (reporter, neighbour)
+    link_dst: np.ndarray | None = None
+
+    def neighbours_of(self, v: int) -> list[int]:
+        """Nodes that list v in their neighbour table."""
+        if self.link_src is None:
+            return []
+        return [int(x) for x in self.link_src[self.link_dst == v]]
     failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
     relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops, own-destination entries removed
@@ -101,11 +108,10 @@ class Monitor:
         rep = tel.reporting.astype(bool)
         interval = tel.orig_interval_s if tel.orig_interval_s is not None else np.ones(n, np.float32)
         interval = np.where(interval > 0, interval, 1.0)
-        ages = np.where(rep[:, None], tel.orig_last_seen, np.nan)
-        np.fill_diagonal(ages, np.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fresh = np.nanmin(ages, axis=0) if n else np.zeros(0)
+        ages = np.where(rep[:, None] & ~np.isnan(tel.orig_last_seen), tel.orig_last_seen, np.float32(np.inf))
+        np.fill_diagonal(ages, np.inf)
+        fresh = ages.min(axis=0).astype(np.float64) if n else np.zeros(0)
+        fresh[~np.isfinite(fresh)] = np.nan
         # a node whose interval was just shortened still sends its pending OGM at the old pace:
         # judge silence by the longest interval it had during the last couple of old periods
         self.intervals.append((tel.t, interval.copy()))
@@ -168,14 +174,11 @@ class Monitor:
         wf = np.sum([w[0] for w in self.window], axis=0)
         wo = np.sum([w[1] for w in self.window], axis=0)
         self.prev = tel
-        nbrs: dict[int, list[int]] = {}
-        for a, b in zip(tel.link_src.tolist(), tel.link_dst.tolist(), strict=True):
-            nbrs.setdefault(b, []).append(a)
         failing_paths: dict[tuple[int, ...], float] = {}
         for d in self.path_window:
             for pth, c in d.items():
                 failing_paths[pth] = failing_paths.get(pth, 0.0) + c
-        return Features(failing_paths=failing_paths, neighbours=nbrs, relay_next_hop=relay,
+        return Features(failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
                         fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
                         required_miss=required, reporting=rep,
                         tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
