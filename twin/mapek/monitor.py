@@ -16,7 +16,6 @@ behind one lossy link only after several.
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
