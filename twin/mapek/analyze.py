@@ -71,7 +71,7 @@ class Analyzer:
                 for name in nodes:
                     was_dead[f.names.index(name)] = True
         # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
-        dead = np.flatnonzero(self.seen_alive & ((sil > f.required_miss + 0.05) | (was_dead & (sil > 1.0))))
+        dead = np.flatnonzero(self.seen_alive & ((sil > f.required_miss + 0.03) | (was_dead & (sil > 1.0))))
         if len(dead) >= self.partition_min_nodes:
             names = tuple(f.names[i] for i in dead)
             current[("partition", names)] = Diagnosis("partition", names, f.t, 0.8,
