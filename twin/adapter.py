@@ -109,6 +109,7 @@ class Telemetry:
     probe_ok: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     probe_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     orig_interval_s: np.ndarray | None = None  # float32[N]: configured OGM period per node
+    forward_packets: np.ndarray | None = None  # int64[N]: frames relayed (batctl statistics "forward")
     extra: dict = field(default_factory=dict)
 
     @property

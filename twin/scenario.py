@@ -126,7 +126,7 @@ class AttackSpec(_M):
 
 class LoopSpec(_M):
     enabled: bool = False
-    period: Duration = Field(0.2, gt=0.0, description="time between loop iterations")
+    period: Duration = Field(0.1, gt=0.0, description="time between loop iterations")
     detector: Literal["rules", "isolation_forest", "streaming"] = "rules"
     actions: list[str] = Field(default_factory=lambda: [
         "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])

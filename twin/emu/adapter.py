@@ -47,10 +47,18 @@ def route_quality(metric: int) -> int:
     return int(round(255 * ((255 - BATMAN_HOP_PENALTY) / 255) ** (metric / BABEL_NOMINAL_COST)))
 
 
+#: rxcost ceiling for hop_penalty: 32 ideal hops, so a penalised node stays reachable itself
+HOP_PENALTY_MAX_RXCOST = 32 * BABEL_NOMINAL_COST
+
+
 def hop_penalty_rxcost(value: int) -> int:
-    """batman multiplies TQ by (255-hp)/255 per hop; the matching babel receive cost."""
+    """Babel has no hop penalty. batman scales TQ by (255-hp)/255 per forwarding hop; the
+    closest babeld knob is the node's interface ``rxcost``, which raises the cost of each of its
+    links (both directions, so also its own traffic), scaled the same way and capped at
+    :data:`HOP_PENALTY_MAX_RXCOST` so that hp=255 steers transit traffic away without making the
+    node unreachable (uncapped, two such links would exceed babel's infinite metric)."""
     value = max(0, min(255, int(value)))
-    return int(min(INFINITY - 1, round(BABEL_NOMINAL_COST * 255 / max(1, 255 - value))))
+    return int(min(HOP_PENALTY_MAX_RXCOST, round(BABEL_NOMINAL_COST * 255 / max(1, 255 - value))))
 
 
 class _Reject(Exception):

@@ -267,16 +267,22 @@ class EmuSession:
         self._previous: dict[int, object] = {}
         self.teardown_errors: list[str] = []
         self.teardown_s = 0.0
+        self._pid = os.getpid()
 
     def on_teardown(self, name: str, fn: Callable[[], object]) -> None:
         self._callbacks.append((name, fn))
 
     def _raise(self, signum: int, _frame: object) -> None:
+        if os.getpid() != self._pid:
+            # a forked helper (pyroute2 forks to open netns sockets) inherits this handler; it
+            # must die quietly, not unwind the parent's stack copy and tear the run down
+            os._exit(128 + signum)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     def __enter__(self) -> EmuSession:
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._raise)
@@ -293,6 +299,8 @@ class EmuSession:
         self.teardown_s = time.monotonic() - t
 
     def __exit__(self, *exc: object) -> None:
+        if os.getpid() != self._pid:  # forked child leaving the block: the run is not its to end
+            return
         # a second Ctrl-C during teardown must not abort it: ignore SIGINT/SIGTERM meanwhile
         if self._previous:
             for sig in self._previous:

@@ -279,9 +279,10 @@ class Yggdrasil:
             peers: dict[str, list[str]] = {}
             me = self.net.index[node]
             for peer in self.net.graph.neighbors(node):
-                if self.net.index[peer] > me:  # one TCP session per edge, dialled by the lower index
-                    ll = self.net.lladdr[(peer, self.net.iface[(peer, node)])]
-                    peers[self.net.iface[(node, peer)]] = [f"tcp://[{ll}]:{YGG_PORT}"]
+                # both ends dial (yggdrasil keeps one session per key): whichever starts last, or a
+                # node restarted after a crash, connects at once instead of after the ~1 min retry
+                ll = self.net.lladdr[(peer, self.net.iface[(peer, node)])]
+                peers[self.net.iface[(node, peer)]] = [f"tcp://[{ll}]:{YGG_PORT}"]
             c.update(Peers=[], InterfacePeers=peers, Listen=[f"tcp://[::]:{YGG_PORT}"],
                      MulticastInterfaces=[], AdminListen=f"unix://{self.path(node, 'sock')}",
                      IfName=f"{self.net.prefix}y{me}", NodeInfoPrivacy=True)
@@ -305,7 +306,7 @@ class Yggdrasil:
         return self.procs[node]
 
     def wait_ready(self, nodes: list[str], timeout_s: float = 15.0) -> None:
-        """Ready = the TUN interface carries the node's overlay address."""
+        """Ready = the admin socket answers and every neighbour whose daemon runs is a peer."""
         deadline = time.monotonic() + timeout_s
         pending = list(nodes)
         while pending:
@@ -313,13 +314,12 @@ class Yggdrasil:
             for n in pending:
                 if not self.procs[n].alive():
                     raise self.procs[n].failure("exited during start")
-                r = self.net.run(n, ["ip", "-6", "-o", "addr", "show", "dev", f"{self.net.prefix}y"
-                                     f"{self.net.index[n]}"], check=False)
-                if self.address[n] not in r.stdout:
+                want = sum(1 for p in self.net.graph.neighbors(n) if self.alive(p))
+                if len(self.peers(n)) < want:
                     still.append(n)
             pending = still
             if pending and time.monotonic() > deadline:
-                raise self.procs[pending[0]].failure(f"TUN address not up within {timeout_s:g}s")
+                raise self.procs[pending[0]].failure(f"not peered with its neighbours within {timeout_s:g}s")
             if pending:
                 time.sleep(0.1)
 
@@ -340,9 +340,15 @@ class Yggdrasil:
             p.stop()
 
     def peers(self, node: str) -> list[dict]:
+        """``yggdrasilctl getPeers`` (empty while the admin socket is not up yet)."""
+        if not self.path(node, "sock").exists():
+            return []
         r = subprocess.run(["yggdrasilctl", "-endpoint", f"unix://{self.path(node, 'sock')}", "-json",
                             "getPeers"], capture_output=True, text=True, timeout=5)
-        return json.loads(r.stdout).get("peers", []) if r.returncode == 0 else []
+        try:
+            return json.loads(r.stdout).get("peers", []) if r.returncode == 0 else []
+        except ValueError:
+            return []
 
 
 @dataclass

@@ -81,7 +81,8 @@ class Impairments:
         how: dict[str, str] = {}
         for node in (li.a, li.b):
             how = self._shape(node, li.ifname(node), li.loss, li.rate_bps, li.delay_s)
-        self.honoured["links"][f"{li.a}-{li.b}"] = how
+        rec = self.honoured["links"].setdefault(f"{li.a}-{li.b}", {})
+        rec.update({k: v for k, v in how.items() if v != "none" or k not in rec})  # keep what was used
         for k, v in how.items():
             if v != "none":
                 prev = self.honoured.get(k)
@@ -181,9 +182,9 @@ class Impairments:
     def recover(self, node: str) -> None:
         for ifname in self.net.node_ifaces(node):
             self.set_admin(node, ifname, "crash", False)
-        for d in self.daemons:
+        for d in self.daemons:  # do not wait for overlay peering: the op timeline must not stall
             if not d.alive(node):
-                d.start(node)
+                d.start(node, wait=d.kind == "babeld")
         self.crashed.discard(node)
 
     # ------------------------------------------------------------------ quarantine

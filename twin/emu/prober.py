@@ -56,6 +56,8 @@ def agent(config_path: str) -> None:
         s["tx"] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         s["tx"].bind((s["src"], 0))
         s["txf"] = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)  # overlay: kernel picks TUN source
+        for k in ("tx", "txf"):  # a stuck queue (TUN nobody reads) must not stall the agent
+            s[k].setblocking(False)
     out.write("READY\n")
     linger = stop_at + cfg.get("linger_s", LOSS_TIMEOUT_S)
     while not stop["now"]:

@@ -44,6 +44,8 @@ class Analyzer:
                  partition_min_nodes: int = 3, churn_limit: float = 8.0, tq_drop: float = 0.25):
         self.detector = detector
         self.warmup_s = warmup_s
+        self.hold_s = 30.0  # a diagnosis the loop acted on stays, so its own effects are not new faults
+        self.last_action_t = -1e9
         self.blackhole_min_failures = blackhole_min_failures
         self.partition_min_nodes = partition_min_nodes
         self.churn_limit = churn_limit
@@ -77,18 +79,29 @@ class Analyzer:
             current[("partition", names)] = Diagnosis("partition", names, f.t, 0.8,
                                                       {"silent_nodes": len(dead)})
         else:
+            bh_names = {nm for (kind, nodes) in self.active if kind == "blackhole" for nm in nodes}
+            bh_idx = {f.names.index(nm) for nm in bh_names}
             for i in dead:
+                nbrs = set(f.neighbours_of(int(i)))
+                if nbrs and nbrs <= (bh_idx | {int(j) for j in dead}):
+                    continue  # cut off behind a quarantined or silent node: no relay died here
                 conf = float(min(1.0, 0.5 + 0.1 * f.routes_via[i]))
                 current[("dead_relay", (f.names[i],))] = Diagnosis(
                     "dead_relay", (f.names[i],), f.t, conf,
                     {"silence_intervals": float(sil[i]), "required_miss": int(f.required_miss[i]),
                      "routes_via": int(f.routes_via[i])})
         streak = f.fail_streak if f.fail_streak is not None else np.zeros(n, np.int64)
+        # a node relaying what it should (forward counter) is upstream of the drop, not the drop
+        ratio = f.relay_ratio if f.relay_ratio is not None else np.full(n, np.nan)
+        relays = np.isnan(ratio) | (ratio < 0.5)
         bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
-                            & (streak >= 4) & (sil < 1.0))
+                            & (streak >= 4) & (sil < 1.0) & relays)
         # explain the failing paths with as few suspects as possible: every relay upstream of a
         # blackhole sees the same failures, the blackhole is on all of them
         suspects = set(int(i) for i in bh)
+        for (kind, nodes) in self.active:  # neighbours of a quarantined node drop its traffic by our rule
+            if kind == "blackhole" and f.t - self.active[(kind, nodes)].detected_s < self.hold_s:
+                suspects -= set(f.neighbours_of(f.names.index(nodes[0])))
         # failures already explained by a known blackhole or a silent node are not new evidence
         known = {f.names.index(nm) for (kind, nodes) in self.active for nm in nodes
                  if kind in ("blackhole", "dead_relay")} | {int(i) for i in dead}
@@ -97,7 +110,8 @@ class Analyzer:
         for (kind, nodes) in list(self.active):
             if kind == "blackhole":  # stays diagnosed while quarantined (silent) or still failing
                 i = f.names.index(nodes[0])
-                if sil[i] > 1.0 or streak[i] > 0:
+                d0 = self.active[(kind, nodes)]
+                if sil[i] > 1.0 or streak[i] > 0 or f.t - d0.detected_s < self.hold_s:
                     current[(kind, nodes)] = self.active[(kind, nodes)]
         for i in [int(i) for i in dead if f.names[int(i)] in known_bh]:
             current.pop(("dead_relay", (f.names[i],)), None)  # silent because we quarantined it
@@ -120,7 +134,8 @@ class Analyzer:
             if sil[i] < 1.0:
                 current[("degraded_link", (f.names[i],))] = Diagnosis(
                     "degraded_link", (f.names[i],), f.t, 0.6, {"tq_trend": float(f.tq_trend[i])})
-        for i in np.flatnonzero(f.churn > max(self.churn_limit, 0.25 * n)):
+        quiet = f.t - self.last_action_t > 20.0  # our own remedies churn routes on purpose
+        for i in np.flatnonzero((f.churn > max(self.churn_limit, 0.25 * n)) & quiet):
             hist = self.churn_hist.setdefault(int(i), [])
             hist.append(f.t)
             recent = [t for t in hist if f.t - t <= 20.0]

@@ -41,15 +41,16 @@ class Executor:
         self.results: list[ActionResult] = []
         self.sign_s: list[float] = []
 
-    def prepare(self, actions: list[Action]) -> tuple[list[SignedAction], float]:
-        """Sign every command; returns them and the measured signing cost in seconds."""
-        t0 = time.perf_counter()
+    def prepare(self, actions: list[Action]) -> tuple[list[SignedAction], list[float]]:
+        """Sign every command; returns them and the measured signing cost of each, in seconds."""
         now = self.adapter.now()
-        signed = [SignedAction(a, self.signer.sign(a, now) if self.signer else None) for a in actions]
-        cost = time.perf_counter() - t0
-        if actions:
-            self.sign_s.append(cost / len(actions))
-        return signed, cost
+        signed, costs = [], []
+        for a in actions:
+            t0 = time.perf_counter()
+            signed.append(SignedAction(a, self.signer.sign(a, now) if self.signer else None))
+            costs.append(time.perf_counter() - t0)
+        self.sign_s.extend(costs)
+        return signed, costs
 
     def send(self, signed: list[SignedAction]) -> list[ActionResult]:
         res = [self.adapter.apply(s) for s in signed]

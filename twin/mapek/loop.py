@@ -96,27 +96,36 @@ class Controller:
         for d in cleared:
             self.log.append({"t_s": now, "kind": "diagnosis", "node": ",".join(d.nodes)[:200],
                              "outcome": "cleared", "detail": d.kind})
+        if actions:
+            self.analyzer.last_action_t = now
         t4 = time.perf_counter()
         c.update(observe=t1 - t0, monitor=t2 - t1, analyze=t3 - t2, plan=t4 - t3)
         self.last_features = f
         it = Iteration(t=now, costs=c, new=new, cleared=cleared, actions=actions)
         return it
 
-    def sign(self, it: Iteration) -> float:
-        it.signed, cost = self.executor.prepare(it.actions)
-        it.costs["sign"] = cost
-        return cost
+    def sign(self, it: Iteration) -> list[float]:
+        """Sign the iteration's commands; returns each one's measured signing cost (seconds)."""
+        it.signed, costs = self.executor.prepare(it.actions)
+        it.costs["sign"] = float(sum(costs))
+        return costs
+
+    def send(self, it: Iteration, k: int) -> ActionResult:
+        """Send the k-th signed command (commands leave one by one, as each is signed)."""
+        r = self.executor.send([it.signed[k]])[0]
+        self.log.append({"t_s": self.adapter.now(), "kind": "action", "node": r.action.node, "outcome":
+                         r.action.kind if r.applied else f"rejected:{r.action.kind}",
+                         "detail": (r.rejected_reason or r.detail or r.action.reason)[:200]})
+        return r
+
+    def finish(self, it: Iteration) -> None:
+        self.iterations.append({"t": it.t, **{k: round(v * 1000, 4) for k, v in it.costs.items()}})
 
     def execute(self, it: Iteration) -> list[ActionResult]:
         t0 = time.perf_counter()
-        res = self.executor.send(it.signed)
+        res = [self.send(it, k) for k in range(len(it.signed))]
         it.costs["execute"] = time.perf_counter() - t0
-        now = self.adapter.now()
-        for r in res:
-            self.log.append({"t_s": now, "kind": "action", "node": r.action.node, "outcome":
-                             r.action.kind if r.applied else f"rejected:{r.action.kind}",
-                             "detail": (r.rejected_reason or r.detail or r.action.reason)[:200]})
-        self.iterations.append({"t": it.t, **{k: round(v * 1000, 4) for k, v in it.costs.items()}})
+        self.finish(it)
         return res
 
     def tick(self) -> Iteration:

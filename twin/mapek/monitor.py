@@ -16,6 +16,7 @@ behind one lossy link only after several.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ class Features:
         if self.link_src is None:
             return []
         return [int(x) for x in self.link_src[self.link_dst == v]]
+    relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
     failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
     relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops, own-destination entries removed
@@ -100,6 +102,8 @@ class Monitor:
         self.window: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=probe_window)
         self.intervals: deque[tuple[float, np.ndarray]] = deque()
         self.streak: np.ndarray | None = None
+        self.prev_fwd: np.ndarray | None = None
+        self.ratio_window: deque[np.ndarray] = deque(maxlen=probe_window)
         self.path_window: deque[dict] = deque(maxlen=probe_window)
 
     def observe(self, tel: Telemetry) -> Features:
@@ -153,6 +157,7 @@ class Monitor:
             tq_trend = tq_mean - p_mean
         fail = np.zeros(n)
         ok = np.zeros(n)
+        expected = np.zeros(n)  # probe frames that should have been relayed by each node
         fpaths: dict[tuple[int, ...], float] = {}
         for a, b, s, k in zip(tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok, strict=True):
             path = trace_path(nh, int(a), int(b))
@@ -164,6 +169,17 @@ class Monitor:
             for v in inner:
                 fail[v] += s - k
                 ok[v] += k
+                expected[v] += s
+        # what each node really relayed, from its own forward counter; a node that drops what it
+        # should relay shows expected frames but no forwarding (upstream relays do forward them)
+        fwd_delta = np.zeros(n)
+        if tel.forward_packets is not None:
+            if self.prev_fwd is not None and len(self.prev_fwd) == n:
+                fwd_delta = (tel.forward_packets - self.prev_fwd).astype(float)
+            self.prev_fwd = tel.forward_packets.copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            relay_ratio = np.where(expected > 0, fwd_delta / np.maximum(expected, 1), np.nan)
+        self.ratio_window.append(relay_ratio if tel.forward_packets is not None else np.full(n, np.nan))
         self.window.append((fail, ok))
         self.path_window.append(fpaths)
         # ticks in a row in which probes through the node failed and none through it succeeded
@@ -177,7 +193,10 @@ class Monitor:
         for d in self.path_window:
             for pth, c in d.items():
                 failing_paths[pth] = failing_paths.get(pth, 0.0) + c
-        return Features(failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            relay_ratio_w = np.nanmean(np.vstack(list(self.ratio_window)), axis=0) if n else np.zeros(0)
+        return Features(relay_ratio=relay_ratio_w, failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
                         fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
                         required_miss=required, reporting=rep,
                         tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,

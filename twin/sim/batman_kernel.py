@@ -52,22 +52,24 @@ State = namedtuple(
     "State",
     [
         # topology (CSR, directed edge e = (src_of[e] -> nbr[e]) stored in src's row)
-        "indptr", "nbr", "rev", "src_of", "nbr_index", "in_edge_from",
+        "indptr", "nbr", "rev", "src_of", "nbr_index",
         # per directed edge: link state
         "up", "loss",
         # per node
         "alive", "quarantined", "hop_penalty", "interval", "next_orig", "own_seq", "tx", "rx",
         # per in-edge r (edge in the receiver's row; the neighbour is nbr[r])
         "recv_mask", "echo_mask", "link_prod", "nbr_last_seen",
-        # per (orig, in-edge)
-        "ring", "ring_pos", "ring_sum", "ring_cnt", "seen_seq",
-        # per (orig, node)
-        "router", "last_seq", "last_ttl", "orig_last_seen", "last_reset",
+        # per (orig, in-edge): packed ring record rb[o, r] = [5 ring bytes, pos, count of non-zero, pad]
+        "rb", "seen_seq",
+        # per (orig, node): packed record xs[o, x] = [router, last_seq, last_ttl, in-edge of x from o]
+        "xs", "orig_last_seen", "last_reset",
         # scheduling
         "oheap", "oheap_n", "fheap_t", "fheap_node", "fheap_prev", "fheap_tq", "fheap_ttl", "fheap_flags",
         # route-change log and scalar parameters
         "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n",
         "params", "rng",
+        # views into the packed records, for Python-side readers (not used by the hot loop)
+        "ring", "ring_pos", "ring_cnt", "router", "last_seq", "last_ttl", "in_edge_from",
     ],
 )
 # params: [jitter, fwd_jitter, aggregation, ttl, ring_len(unused), pad]
@@ -82,9 +84,15 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
     nbr_index = np.full((n, n), -1, np.int32)
     nbr_index[src_of, nbr] = np.arange(e, dtype=np.int32)
     rev = nbr_index[nbr, src_of].astype(np.int32)
+    # Packed records: one flood of originator o touches, per receiver x, one 16-byte node record
+    # and the contiguous ring records of x's in-edges, so it stays within a few cache lines per node.
+    xs = np.zeros((n, n, 4), np.int32)
+    xs[:, :, 0] = -1
+    xs[:, :, 1] = -1
+    xs[:, :, 3] = nbr_index.T
+    rb = np.zeros((n, e, 8), np.uint8)
     st = State(
         indptr=indptr.astype(np.int32), nbr=nbr.astype(np.int32), rev=rev, src_of=src_of, nbr_index=nbr_index,
-        in_edge_from=np.ascontiguousarray(nbr_index.T),
         up=np.ones(e, np.uint8), loss=np.zeros(e, np.float64),
         alive=np.ones(n, np.uint8), quarantined=np.zeros(n, np.uint8),
         hop_penalty=np.full(n, hop_penalty, np.int32), interval=np.full(n, interval, np.float64),
@@ -92,12 +100,8 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         tx=np.zeros(n, np.int64), rx=np.zeros(n, np.int64),
         recv_mask=np.zeros(e, np.uint64), echo_mask=np.zeros(e, np.uint64),
         link_prod=np.zeros(e, np.int32), nbr_last_seen=np.full(e, -1.0),
-        ring=np.zeros((n, e, RING), np.uint8), ring_pos=np.zeros((n, e), np.uint8),
-        ring_sum=np.zeros((n, e), np.int32), ring_cnt=np.zeros((n, e), np.int32),
-        seen_seq=np.full((n, e), -1, np.int32),
-        router=np.full((n, n), -1, np.int32), last_seq=np.full((n, n), -1, np.int64),
-        last_ttl=np.zeros((n, n), np.int32), orig_last_seen=np.full((n, n), -1.0),
-        last_reset=np.full((n, n), -1e9),
+        rb=rb, seen_seq=np.full((n, e), -1, np.int32),
+        xs=xs, orig_last_seen=np.full((n, n), -1.0), last_reset=np.full((n, n), -1e9),
         oheap=np.zeros(n, np.int32), oheap_n=np.zeros(1, np.int64),
         fheap_t=np.zeros(e + n + 8), fheap_node=np.zeros(e + n + 8, np.int32),
         fheap_prev=np.zeros(e + n + 8, np.int32), fheap_tq=np.zeros(e + n + 8, np.int32),
@@ -107,6 +111,8 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64),
         params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0]),
         rng=rng,
+        ring=rb[:, :, :RING], ring_pos=rb[:, :, RING], ring_cnt=rb[:, :, RING + 1],
+        router=xs[:, :, 0], last_seq=xs[:, :, 1], last_ttl=xs[:, :, 2], in_edge_from=xs[:, :, 3],
     )
     for o in range(n):  # own random phase per node
         st.next_orig[o] = uniform(rng) * interval
@@ -140,37 +146,24 @@ def update_link_prod(recv_mask, echo_mask, link_prod, r):
 
 
 @nb.njit(cache=True, inline="always")
-def ring_avg(ring_sum, ring_cnt, o, r):
-    c = ring_cnt[o, r]
-    if c == 0:
-        return 0
-    return ring_sum[o, r] // c
+def _avg(rb_o, r):
+    """Integer average of the non-zero ring entries (kernel batadv_ring_buffer_avg)."""
+    return _DIV[rb_o[r, RING + 1], np.int32(rb_o[r, 0]) + rb_o[r, 1] + rb_o[r, 2] + rb_o[r, 3] + rb_o[r, 4]]
 
 
 @nb.njit(cache=True, inline="always")
-def _avg(sum_o, cnt_o, r):
-    """Average of the non-zero ring entries: a lookup, the hot loop compares many of them."""
-    return _DIV[cnt_o[r], sum_o[r]]
+def _push(rb_o, r, v):
+    p = rb_o[r, RING]
+    old = rb_o[r, p]
+    rb_o[r, p] = v
+    rb_o[r, RING + 1] += (1 if v > 0 else 0) - (1 if old > 0 else 0)
+    rb_o[r, RING] = p + 1 if p + 1 < RING else 0
 
 
-@nb.njit(cache=True, inline="always")
-def _push(ring_o, pos_o, sum_o, cnt_o, r, v):
-    p = pos_o[r]
-    old = ring_o[r, p]
-    ring_o[r, p] = v
-    sum_o[r] += np.int32(v) - np.int32(old)
-    cnt_o[r] += (1 if v > 0 else 0) - (1 if old > 0 else 0)
-    pos_o[r] = p + 1 if p + 1 < RING else 0
-
-
-@nb.njit(cache=True, inline="always")
-def ring_push(ring, ring_pos, ring_sum, ring_cnt, o, r, v):
-    p = ring_pos[o, r]
-    old = ring[o, r, p]
-    ring[o, r, p] = v
-    ring_sum[o, r] += np.int32(v) - np.int32(old)
-    ring_cnt[o, r] += (1 if v > 0 else 0) - (1 if old > 0 else 0)
-    ring_pos[o, r] = p + 1 if p + 1 < RING else 0
+def ring_avg(st: State, o: int, r: int) -> int:
+    """Ring average for (originator o, in-edge r), for Python-side readers."""
+    c = int(st.rb[o, r, RING + 1])
+    return int(st.rb[o, r, :RING].astype(np.int64).sum()) // c if c else 0
 
 
 @nb.njit(cache=True, inline="always")
@@ -280,11 +273,11 @@ def advance(st: State, until: float) -> int:
 # The hot loop takes every state array as its own argument: reading arrays out of a tuple inside
 # the loop made numba emit reference-count traffic on every access (measured 10x slower).
 @nb.njit(cache=True, error_model="numpy")
-def _advance(indptr, nbr, rev, src_of, nbr_index, in_edge_from, up, loss, alive, quarantined, hop_penalty, interval,
+def _advance(indptr, nbr, rev, src_of, nbr_index, up, loss, alive, quarantined, hop_penalty, interval,
              next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_prod, nbr_last_seen,
-             ring, ring_pos, ring_sum, ring_cnt, seen_seq, router, last_seq, last_ttl, orig_last_seen,
-             last_reset, oheap, oheap_n, fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
-             log_t, log_node, log_orig, log_old, log_new, log_n, params, rng, until):
+             rb, seen_seq, xs, orig_last_seen, last_reset, oheap, oheap_n, fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
+             log_t, log_node, log_orig, log_old, log_new, log_n, params, rng,
+             _ring, _ring_pos, _ring_cnt, _router, _last_seq, _last_ttl, _in_edge_from, until):
     n_nodes = oheap_n[0]
     jitter = params[0]
     fwd_jitter = params[1]
@@ -300,17 +293,11 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, in_edge_from, up, loss, alive,
             # ---- originate: slide own echo windows, then flood in forward-time order
             own_seq[o] += 1
             seq = own_seq[o]
-            ring_o = ring[o]
-            pos_o = ring_pos[o]
-            sum_o = ring_sum[o]
-            cnt_o = ring_cnt[o]
+            rb_o = rb[o]
+            xs_o = xs[o]
             seen_o = seen_seq[o]
-            router_o = router[o]
-            last_o = last_seq[o]
-            lttl_o = last_ttl[o]
             lseen_o = orig_last_seen[o]
             lreset_o = last_reset[o]
-            inedge_o = in_edge_from[o]
             for r in range(indptr[o], indptr[o + 1]):
                 echo_mask[r] = echo_mask[r] << _U1
                 update_link_prod(recv_mask, echo_mask, link_prod, r)
@@ -347,7 +334,7 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, in_edge_from, up, loss, alive,
                             continue
                         if prev == x or (flags & 2):
                             continue
-                        last = last_o[x]
+                        last = xs_o[x, 1]
                         new_seq = False
                         dup = 0  # 0 NO_DUP, 1 ORIG_DUP, 2 NEIGH_DUP
                         diff = seq - last
@@ -358,15 +345,15 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, in_edge_from, up, loss, alive,
                             last = -1
                         if last < 0 or diff > 0:
                             new_seq = True
-                            ro = inedge_o[x]
+                            ro = xs_o[x, 3]
                             if ro >= 0:
                                 if last < 0 or diff >= WINDOW:
                                     recv_mask[ro] = np.uint64(0)
                                 else:
                                     recv_mask[ro] = recv_mask[ro] << np.uint64(diff)
                                 update_link_prod(recv_mask, echo_mask, link_prod, ro)
-                            last_o[x] = seq
-                            lttl_o[x] = ttl
+                            xs_o[x, 1] = seq
+                            xs_o[x, 2] = ttl
                             lseen_o[x] = t
                         elif diff == 0:
                             dup = 2 if seen_o[r] == seq else 1
@@ -377,19 +364,19 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, in_edge_from, up, loss, alive,
                         if single:
                             recv_mask[r] |= _U1
                             update_link_prod(recv_mask, echo_mask, link_prod, r)
-                        cur = router_o[x]
-                        best = cur == r and cnt_o[r] > 0
+                        cur = xs_o[x, 0]
+                        best = cur == r and rb_o[r, RING + 1] > 0
                         tq = tq_in * link_prod[r] // (TQ_MAX * TQ_MAX)
-                        if tq >= 1 and (new_seq or lttl_o[x] - 3 <= ttl):
+                        if tq >= 1 and (new_seq or xs_o[x, 2] - 3 <= ttl):
                             # ---- ring of 5 and strict-improvement route switch
                             if new_seq:
                                 for r2 in range(indptr[x], indptr[x + 1]):
-                                    if r2 != r and cnt_o[r2] > 0:
-                                        _push(ring_o, pos_o, sum_o, cnt_o, r2, 0)
-                            _push(ring_o, pos_o, sum_o, cnt_o, r, tq)
-                            if cur != r and (cur < 0 or _avg(sum_o, cnt_o, r)
-                                             > _avg(sum_o, cnt_o, cur)):
-                                router_o[x] = r
+                                    if r2 != r and rb_o[r2, RING + 1] > 0:
+                                        _push(rb_o, r2, 0)
+                            _push(rb_o, r, tq)
+                            if cur != r and (cur < 0 or _avg(rb_o, r)
+                                             > _avg(rb_o, cur)):
+                                xs_o[x, 0] = r
                                 log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n,
                                           t, x, o, cur, r)
                         if ttl <= 1:
@@ -433,12 +420,10 @@ def purge(st, t, neigh_timeout, orig_timeout):
             st.echo_mask[r] = np.uint64(0)
             st.link_prod[r] = 0
             for o in range(n):
-                for k in range(RING):
-                    st.ring[o, r, k] = 0
-                st.ring_sum[o, r] = 0
-                st.ring_cnt[o, r] = 0
-                if st.router[o, x] == r:
-                    st.router[o, x] = -1
+                for k in range(RING + 2):
+                    st.rb[o, r, k] = 0
+                if st.xs[o, x, 0] == r:
+                    st.xs[o, x, 0] = -1
                     log_route(st.nbr, st.log_t, st.log_node, st.log_orig, st.log_old, st.log_new, st.log_n,
                               t, x, o, r, -1)
     for o in range(n):
@@ -446,20 +431,18 @@ def purge(st, t, neigh_timeout, orig_timeout):
             seen = st.orig_last_seen[o, x]
             if seen >= 0.0 and t - seen > orig_timeout:
                 st.orig_last_seen[o, x] = -1.0
-                st.last_seq[o, x] = -1
-                if st.router[o, x] >= 0:
+                st.xs[o, x, 1] = -1
+                if st.xs[o, x, 0] >= 0:
                     log_route(st.nbr, st.log_t, st.log_node, st.log_orig, st.log_old, st.log_new, st.log_n,
-                              t, x, o, st.router[o, x], -1)
-                    st.router[o, x] = -1
+                              t, x, o, st.xs[o, x, 0], -1)
+                    st.xs[o, x, 0] = -1
                 for r in range(st.indptr[x], st.indptr[x + 1]):
-                    for k in range(RING):
-                        st.ring[o, r, k] = 0
-                    st.ring_sum[o, r] = 0
-                    st.ring_cnt[o, r] = 0
+                    for k in range(RING + 2):
+                        st.rb[o, r, k] = 0
 
 
 @nb.njit(cache=True)
-def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng):
+def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
     """Follow next-hop tables from a to b like a data packet.
 
     Returns (outcome, hops, latency_s). Outcomes: 0 delivered, 1 lost on a lossy link,
@@ -475,13 +458,15 @@ def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng):
             return 0, h, lat
         if h > 0 and blackhole[x]:
             return 5, h, lat
-        r = st.router[b, x]
+        r = st.xs[b, x, 0]
         if r < 0:
             return 2, h, lat
         nxt = st.nbr[r]
         e = r  # the in-edge r of x from nxt is, read as x's row entry, also the edge x -> nxt
         if st.up[e] == 0 or st.alive[nxt] == 0 or st.quarantined[nxt] or st.quarantined[x]:
             return 3, h, lat
+        if h > 0:
+            fwd[x] += 1  # batctl statistics "forward": frames this node relayed
         p = st.loss[e]
         if p > 0.0 and uniform(rng) < p:
             return 1, h, lat
@@ -495,9 +480,9 @@ def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng):
 
 
 @nb.njit(cache=True)
-def walk_batch(st, src, dst, ttl, delay, rate, size_bits, blackhole, rng, out_code, out_hops, out_lat):
+def walk_batch(st, src, dst, ttl, delay, rate, size_bits, blackhole, rng, fwd, out_code, out_hops, out_lat):
     for i in range(src.shape[0]):
-        c, h, lat = walk(st, src[i], dst[i], ttl, delay, rate, size_bits, blackhole, rng)
+        c, h, lat = walk(st, src[i], dst[i], ttl, delay, rate, size_bits, blackhole, rng, fwd)
         out_code[i] = c
         out_hops[i] = h
         out_lat[i] = lat

@@ -48,6 +48,7 @@ class BatmanTwin:
             self.delay[r] = d.get("delay_s", 0.001)
             self.rate[r] = d.get("rate_bps") or 0.0
         self.blackhole = np.zeros(n, np.uint8)
+        self.forwarded = np.zeros(n, np.int64)  # data frames relayed per node (batctl statistics)
         self.fault_down = np.zeros(e, bool)  # links a fault took down (ground truth)
         self.hardif_off = np.zeros(n, bool)  # nodes whose hard interface the loop removed
         self.t = 0.0
@@ -128,9 +129,7 @@ class BatmanTwin:
         lo, hi = st.indptr[x], st.indptr[x + 1]
         routed = (st.router[:, x] >= lo) & (st.router[:, x] < hi)
         st.router[routed, x] = -1
-        st.ring[:, lo:hi, :] = 0
-        st.ring_sum[:, lo:hi] = 0
-        st.ring_cnt[:, lo:hi] = 0
+        st.rb[:, lo:hi, :] = 0
         st.recv_mask[lo:hi] = 0
         st.echo_mask[lo:hi] = 0
         st.link_prod[lo:hi] = 0
@@ -144,9 +143,7 @@ class BatmanTwin:
         st.last_seq[:, x] = -1
         st.orig_last_seen[:, x] = -1.0
         st.last_reset[:, x] = -1e9
-        st.ring[:, lo:hi, :] = 0
-        st.ring_sum[:, lo:hi] = 0
-        st.ring_cnt[:, lo:hi] = 0
+        st.rb[:, lo:hi, :] = 0
         st.ring_pos[:, lo:hi] = 0
         st.seen_seq[:, lo:hi] = -1
         st.recv_mask[lo:hi] = 0
@@ -164,7 +161,7 @@ class BatmanTwin:
         hops = np.zeros(m, np.int32)
         lat = np.zeros(m)
         K.walk_batch(self.st, src, dst, int(self.routing.ttl), self.delay, self.rate, float(size_bytes * 8),
-                     self.blackhole, self.rng_data, code, hops, lat)
+                     self.blackhole, self.rng_data, self.forwarded, code, hops, lat)
         return code, hops, lat
 
     def reachable_fraction(self) -> float:
@@ -173,19 +170,20 @@ class BatmanTwin:
         src = np.repeat(live, len(live)).astype(np.int32)
         dst = np.tile(live, len(live)).astype(np.int32)
         keep = src != dst
-        saved = self.st.loss.copy()
+        saved, fwd = self.st.loss.copy(), self.forwarded.copy()
         self.st.loss[:] = 0.0  # reachability is about routes, not random loss
         try:
             code, _, _ = self.probe(src[keep], dst[keep], 100)
         finally:
             self.st.loss[:] = saved
+            self.forwarded[:] = fwd
         return float((code == 0).mean()) if keep.any() else 0.0
 
     def tq(self, node: str, orig: str) -> int:
         """Ring-average TQ of ``node``'s selected route toward ``orig`` (0 when none)."""
         o, x = self.index[orig], self.index[node]
         r = self.st.router[o, x]
-        return int(K.ring_avg(self.st.ring_sum, self.st.ring_cnt, o, r)) if r >= 0 else 0
+        return K.ring_avg(self.st, o, int(r)) if r >= 0 else 0
 
     def next_hop(self, node: str, dest: str) -> str | None:
         r = self.st.router[self.index[dest], self.index[node]]
@@ -198,8 +196,9 @@ class BatmanTwin:
         router_t = st.router.T  # [node, dest]
         nh = np.where(router_t >= 0, st.nbr[np.maximum(router_t, 0)], -1).astype(np.int32)
         rows = np.arange(self.n)[:, None]
-        cnt = st.ring_cnt[rows, np.maximum(st.router, 0)].T  # [node, dest]
-        sm = st.ring_sum[rows, np.maximum(st.router, 0)].T
+        rec = st.rb[rows, np.maximum(st.router, 0)]  # [dest, node, 8]
+        cnt = rec[:, :, K.RING + 1].T.astype(np.int64)  # [node, dest]
+        sm = rec[:, :, :K.RING].astype(np.int64).sum(axis=2).T
         tq = np.where((router_t >= 0) & (cnt > 0), sm // np.maximum(cnt, 1), 0).astype(np.uint8)
         seen = st.orig_last_seen.T
         last = np.where(seen >= 0, now - seen, np.nan).astype(np.float32)
@@ -213,6 +212,6 @@ class BatmanTwin:
             t=now, nodes=self.names, reporting=alive, orig_next_hop=nh, orig_tq=tq, orig_last_seen=last,
             link_src=src, link_dst=dst, link_tq=(st.link_prod[known] // 255).astype(np.uint8),
             link_last_seen=(now - st.nbr_last_seen[known]).astype(np.float32),
-            tx_packets=st.tx.copy(), rx_packets=st.rx.copy(),
+            tx_packets=st.tx.copy(), rx_packets=st.rx.copy(), forward_packets=self.forwarded.copy(),
             orig_interval_s=st.interval.astype(np.float32),
         )
