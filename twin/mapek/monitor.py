@@ -196,7 +196,8 @@ class Monitor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             relay_ratio_w = np.nanmean(np.vstack(list(self.ratio_window)), axis=0) if n else np.zeros(0)
-        return Features(relay_ratio=relay_ratio_w, failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
+        return Features(relay_ratio=relay_ratio_w, failing_paths=failing_paths, link_src=tel.link_src,
+                        link_dst=tel.link_dst, relay_next_hop=relay,
                         fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
                         required_miss=required, reporting=rep,
                         tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,

@@ -275,7 +275,8 @@ def advance(st: State, until: float) -> int:
 @nb.njit(cache=True, error_model="numpy")
 def _advance(indptr, nbr, rev, src_of, nbr_index, up, loss, alive, quarantined, hop_penalty, interval,
              next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_prod, nbr_last_seen,
-             rb, seen_seq, xs, orig_last_seen, last_reset, oheap, oheap_n, fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
+             rb, seen_seq, xs, orig_last_seen, last_reset, oheap, oheap_n,
+             fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
              log_t, log_node, log_orig, log_old, log_new, log_n, params, rng,
              _ring, _ring_pos, _ring_cnt, _router, _last_seq, _last_ttl, _in_edge_from, until):
     n_nodes = oheap_n[0]
