@@ -76,11 +76,18 @@ def case(n: int, hello_s: float, timeout_s: float, seed: int) -> dict:
         cpu.start()
         comps = [set(c) for c in nx.connected_components(net.graph)]
         conv = math.nan
+        polls = []
         while time.monotonic() - t < timeout_s:
-            if adapter.converged(comps):
+            tp = time.monotonic()
+            done = adapter.converged(comps)
+            polls.append(time.monotonic() - tp)
+            if done:
                 conv = time.monotonic() - t
                 break
-            time.sleep(0.25)
+            time.sleep(0.5)
+        rec["poll_s_mean"] = round(sum(polls) / len(polls), 3)
+        rec["reporting"] = sum(1 for n in net.nodes if n in adapter.routes)
+        rec["daemons_alive"] = sum(babel.alive(n) for n in net.nodes)  # < nodes: killed from outside
         cpu.stop()
         rec["convergence_s"] = round(conv, 3) if not math.isnan(conv) else None
         rec["route_changes"] = sum(e["kind"] == "route_change" for e in adapter.events)

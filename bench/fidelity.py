@@ -83,7 +83,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="4 seeds, shorter runs: a smoke run, not the bar")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--crash-at", type=float, default=60.0)
-    ap.add_argument("--duration", type=float, default=120.0)
+    ap.add_argument("--duration", type=float, default=100.0)
     ap.add_argument("--jobs", type=int, default=2, help="reference runs in parallel")
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "fidelity.jsonl")
     a = ap.parse_args()

@@ -13,7 +13,9 @@ Cases (each in a fresh subprocess, so peak RSS is per case and includes the impo
 
 ``wall_s`` is the simulation itself (the run journal's ``wall_s``: SimPy processes + compiled OGM
 kernel); ``total_s`` adds scenario parsing, graph building, centrality, pair selection, the
-events table and the analysis. ``realtime_factor`` is ``sim_s / wall_s``.
+events table and the analysis. ``realtime_factor`` is ``sim_s / wall_s``. The machine is shared, so
+every line also carries ``execute_cpu_s`` (CPU time of the whole ``execute`` call, immune to other
+jobs taking the cores) and the 1-minute load average before and after.
 
     .venv/bin/python bench/sim_scale.py [--quick] [--cases rgg100,leipzig] [--out results/bench/sim_scale.jsonl]
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -76,10 +79,17 @@ def rgg_scenario(name: str, nodes: int, loss: float, sim_s: float, crash_at: flo
     )
 
 
+def _cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _measure(sc, t_start: float) -> tuple[dict, object]:
     from twin.run import execute
 
+    cpu0 = _cpu_s()
     res = execute(sc, out=None)
+    cpu = _cpu_s() - cpu0
     total = time.perf_counter() - t_start
     g = res.world.graph
     wall = res.journal["wall_s"]
@@ -89,6 +99,7 @@ def _measure(sc, t_start: float) -> tuple[dict, object]:
         "avg_degree": round(2 * g.number_of_edges() / g.number_of_nodes(), 2),
         "sim_s": sc.duration, "wall_s": wall, "total_s": round(total, 3),
         "realtime_factor": round(sc.duration / wall, 1), "realtime_factor_total": round(sc.duration / total, 1),
+        "execute_cpu_s": round(cpu, 3), "realtime_factor_execute_cpu": round(sc.duration / cpu, 1),
         "peak_rss_mb": peak_rss_mb(),
         "crashed": f.get("label"), "mttr_s": f.get("mttr_s"), "affected_pairs": f.get("affected_pairs"),
         "delivery_ratio": res.summary["delivery_ratio"], "ogm_tx": res.journal["engine"].get("ogm_tx"),

@@ -245,13 +245,15 @@ class EmuAdapter:
                    "quality_mapping": "link_tq=255*256/cost; orig_tq=255*(240/255)**(metric/256)"})
 
     def _links(self, node: str) -> list[tuple[str, int, float]]:
-        if isinstance(self.routing, Batman):
+        if isinstance(self.routing, Batman):  # neighbours from `batctl nj`, their TQ from one-hop `oj` rows
+            one_hop = {str(o.get("neigh_address", "")).lower(): int(o.get("tq", 0))
+                       for o in self.routing.originators(node) if o.get("orig_address") == o.get("neigh_address")}
             out = []
-            for o in self.routing.originators(node):
-                if o.get("orig_address") == o.get("neigh_address"):
-                    peer = self.net.mac_owner.get(str(o["orig_address"]).lower())
-                    if peer:
-                        out.append((peer, int(o.get("tq", 0)), float(o.get("last_seen_msecs", 0)) / 1000))
+            for nb in self.routing.neighbours(node):
+                mac = str(nb.get("neigh_address", "")).lower()
+                peer = self.net.mac_owner.get(mac)
+                if peer:
+                    out.append((peer, one_hop.get(mac, 0), float(nb.get("last_seen_msecs", 0)) / 1000))
             return out
         hello = self.routing.hello.get(node, self.routing.hello_interval_s)
         out = []

@@ -215,6 +215,8 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                 timings["settled_s"] = now - t
                 break
             if now - t > converge_timeout_s:
+                adapter.event("note", outcome="convergence_timeout", t_s=now - t,
+                              detail=_missing_routes(adapter, comps))
                 break
             time.sleep(0.1)
         prober = Prober(net, list(pairs), probe_rate_hz, fallback_addr=dict(ygg.address) if ygg else {})
@@ -231,6 +233,7 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
         while time.monotonic() < t0:
             time.sleep(0.01)
         i = 0
+        supervised = 0
         next_tick = loop_period_s if loop_period_s else math.inf
         next_poll, next_prog = route_poll_s, 0.0
         while True:
@@ -244,6 +247,7 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                 on_tick(adapter)
                 next_tick = max(next_tick + loop_period_s, adapter.now())  # type: ignore[operator]
             if now >= next_poll:
+                supervised += _supervise(adapter, impair)
                 adapter.poll_routes()
                 prober.poll()
                 next_poll = max(next_poll + route_poll_s, adapter.now())
@@ -279,9 +283,45 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                               "detail": f"host CPU > {SATURATED_PCT}% in "
                                         f"{load['saturated_fraction']:.0%} of samples"})
     timings["teardown_s"] = session.teardown_s
+    load["daemon_restarts"] = supervised
     return EmuRun(events=events_frame(events), capabilities=caps, load=load, convergence_s=convergence_s,
                   wall_s=time.monotonic() - wall0, impairments=impairments, run_id=state.run_id,
                   protocol=protocol, nodes=list(net.nodes), timings=timings)
+
+
+def _missing_routes(adapter: EmuAdapter, comps: list[set[str]]) -> str:
+    """Which routes are missing, and what the first node lacking some says (for the note)."""
+    missing = {n: sorted(d for d in comp if d != n and d not in adapter.routes.get(n, {}))
+               for comp in comps for n in comp}
+    missing = {n: m for n, m in missing.items() if m}
+    if not missing:
+        return "routes complete but still changing"
+    n = next(iter(missing))
+    try:
+        nbrs = [f"{x.get('if')} reach={x.get('reach')} cost={x.get('cost')}"
+                for x in adapter.routing.dump(n)["neighbour"]] if hasattr(adapter.routing, "dump") else []
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        nbrs = [f"dump failed: {exc!r}"]
+    err = getattr(adapter.routing, "procs", {}).get(n)
+    tail = err.err.read_text(errors="replace")[-400:] if err is not None and err.err.exists() else ""
+    return (f"{len(missing)} node(s) lack routes, e.g. {n} -> {missing[n][:5]}; {n} neighbours {nbrs}; "
+            f"stderr: {tail!r}")
+
+
+def _supervise(adapter: EmuAdapter, impair: Impairments) -> int:
+    """Restart daemons that died although no crash op asked for it (and say so in a note): a
+    daemon killed from outside must not silently turn a routing result into a blackout."""
+    restarted = 0
+    for d in impair.daemons:
+        for node in adapter.net.nodes:
+            proc = getattr(d, "procs", {}).get(node)
+            if node in impair.crashed or proc is None or proc.alive():
+                continue
+            why = proc.failure("exited unexpectedly")
+            d.start(node, wait=False)
+            restarted += 1
+            adapter.event("note", node, None, "daemon_restarted", detail=str(why).replace("\n", " | ")[:500])
+    return restarted
 
 
 def _execute(adapter: EmuAdapter, impair: Impairments, op: Op, executed: list[tuple[float, Op]]) -> None:

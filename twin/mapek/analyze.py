@@ -73,11 +73,21 @@ class Analyzer:
                 for name in nodes:
                     was_dead[f.names.index(name)] = True
         # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
-        dead = np.flatnonzero(self.seen_alive & ((sil > f.required_miss + 0.03) | (was_dead & (sil > 1.0))))
+        fsil = f.frame_silence if f.frame_silence is not None else np.zeros(n)
+        fthr = f.frame_silence_thr if f.frame_silence_thr is not None else np.full(n, np.inf)
+        quiet_frames = (fsil > fthr) & (f.degree > 0)
+        # OGM silence: m missed OGMs plus the +-20 ms jitter and forwarding slack, in seconds
+        iref = f.interval_ref if f.interval_ref is not None else np.ones(n)
+        overdue = sil > f.required_miss + 0.03 / iref
+        dead = np.flatnonzero(self.seen_alive & (overdue | quiet_frames
+                                                 | (was_dead & (sil > 1.0))))
         if len(dead) >= self.partition_min_nodes:
             names = tuple(f.names[i] for i in dead)
             current[("partition", names)] = Diagnosis("partition", names, f.t, 0.8,
-                                                      {"silent_nodes": len(dead)})
+                                                      {"silent_nodes": len(dead),
+                                                       "ogm_silence": [round(float(sil[i]), 2) for i in dead[:6]],
+                                                       "frame_silence": [round(float(fsil[i]), 2) for i in dead[:6]],
+                                                       "frame_thr": [round(float(fthr[i]), 2) for i in dead[:6]]})
         else:
             bh_names = {nm for (kind, nodes) in self.active if kind == "blackhole" for nm in nodes}
             bh_idx = {f.names.index(nm) for nm in bh_names}
@@ -89,6 +99,7 @@ class Analyzer:
                 current[("dead_relay", (f.names[i],))] = Diagnosis(
                     "dead_relay", (f.names[i],), f.t, conf,
                     {"silence_intervals": float(sil[i]), "required_miss": int(f.required_miss[i]),
+                     "frame_silence_s": float(fsil[i]), "frame_threshold_s": float(fthr[i]),
                      "routes_via": int(f.routes_via[i])})
         streak = f.fail_streak if f.fail_streak is not None else np.zeros(n, np.int64)
         # a node relaying what it should (forward counter) is upstream of the drop, not the drop

@@ -52,6 +52,9 @@ class Features:
         if self.link_src is None:
             return []
         return [int(x) for x in self.link_src[self.link_dst == v]]
+    interval_ref: np.ndarray | None = None  # float[N]: interval silence is measured in
+    frame_silence: np.ndarray | None = None  # float[N]: s since any neighbour heard any frame of the node
+    frame_silence_thr: np.ndarray | None = None  # float[N]: learned threshold for that silence
     relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
     failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
@@ -103,6 +106,7 @@ class Monitor:
         self.intervals: deque[tuple[float, np.ndarray]] = deque()
         self.streak: np.ndarray | None = None
         self.prev_fwd: np.ndarray | None = None
+        self.gap_env: np.ndarray | None = None
         self.ratio_window: deque[np.ndarray] = deque(maxlen=probe_window)
         self.path_window: deque[dict] = deque(maxlen=probe_window)
 
@@ -133,6 +137,23 @@ class Monitor:
             np.add.at(logp, tel.link_dst[heard], np.log(per_link_loss[heard]))
             np.add.at(deg, tel.link_dst[heard], 1)
             loss = np.exp(logp)
+        # Frame silence: a relay is heard by its neighbours many times a second (it rebroadcasts the
+        # OGMs it is best next hop for), so "no neighbour heard any frame from v for a while" is a
+        # far earlier sign of death than its own missing OGM. Each node's usual longest gap is
+        # learned (a slowly decaying envelope); leaves that are heard once a second get a threshold
+        # beyond the OGM-silence rule and so change nothing.
+        nsil = np.full(n, np.inf)
+        if len(tel.link_src):
+            rows = rep[tel.link_src]
+            np.minimum.at(nsil, tel.link_dst[rows], tel.link_last_seen[rows].astype(float))
+        if self.gap_env is None or len(self.gap_env) != n:
+            self.gap_env = np.full(n, np.nan)
+        dt = tel.t - self.prev.t if self.prev is not None else 0.0
+        busy = ~np.isnan(self.gap_env) & (self.gap_env <= 0.25)
+        thr = np.where(busy, np.maximum(0.5, 2.0 * np.nan_to_num(self.gap_env) + 0.1), np.inf)
+        ok_gap = np.isfinite(nsil) & (nsil < thr)
+        decayed = self.gap_env * np.exp(-dt / 30.0)
+        self.gap_env = np.where(ok_gap, np.fmax(decayed, nsil), self.gap_env)
         with np.errstate(divide="ignore"):
             m = np.ceil(np.log(FALSE_ALARM_PER_OGM) / np.log(np.clip(loss, 1e-12, 0.999)))
         required = np.clip(np.where(deg > 0, m, 3), 1, 8).astype(np.int64)
@@ -196,10 +217,11 @@ class Monitor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             relay_ratio_w = np.nanmean(np.vstack(list(self.ratio_window)), axis=0) if n else np.zeros(0)
-        return Features(relay_ratio=relay_ratio_w, failing_paths=failing_paths, link_src=tel.link_src,
-                        link_dst=tel.link_dst, relay_next_hop=relay,
-                        fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence,
-                        required_miss=required, reporting=rep,
-                        tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
-                        probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),
-                        probe_ok=int(tel.probe_ok.sum()), interval=interval)
+        return Features(
+            interval_ref=base_int, frame_silence=nsil, frame_silence_thr=thr, relay_ratio=relay_ratio_w,
+            failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
+            fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence, required_miss=required,
+            reporting=rep, tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
+            probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),
+            probe_ok=int(tel.probe_ok.sum()), interval=interval,
+        )
