@@ -162,3 +162,11 @@ def test_knowledge_base_persists_incidents(tmp_path):
     kb2 = KnowledgeBase(tmp_path / "kb.json")
     assert [i.remedy for i in kb2.past] == ["ogm_burst"]
     assert kb2.success_rates(np.arange(12, dtype=float)) == {"ogm_burst": 1.0}
+
+
+def test_loop_runs_are_reproducible_when_costs_are_not_charged():
+    txt = _crash(7, extra="loop: {enabled: true, charge_costs: false}")
+    a = execute(parse(txt), out=None).events
+    b = execute(parse(txt), out=None).events
+    assert a.equals(b)
+    assert (a["kind"] == "action").sum() > 0

@@ -131,6 +131,8 @@ class LoopSpec(_M):
     actions: list[str] = Field(default_factory=lambda: [
         "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])
     sign: bool = Field(True, description="sign every action (ML-DSA-65) and verify before applying")
+    charge_costs: bool = Field(True, description="delay decisions by the measured wall-clock cost of each loop "
+                               "phase and signature; false makes loop runs byte-reproducible (costs still recorded)")
 
 
 class MttrTarget(_M):

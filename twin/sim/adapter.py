@@ -171,16 +171,17 @@ def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, dete
 
             costs = get_costs()
             handle.pqc_costs = costs
-            yield env.timeout(costs["handshake"] * len(world.graph))
+            yield env.timeout(costs["handshake"] * len(world.graph) if sc.loop.charge_costs else 0.0)
         while True:
             yield env.timeout(sc.loop.period)
             it = ctl.iterate()
-            yield env.timeout(it.mape_cost_s)  # the loop's own compute delays its decisions
+            charge = sc.loop.charge_costs
+            yield env.timeout(it.mape_cost_s if charge else 0.0)  # the loop's own compute delays its decisions
             if it.actions:
                 # each command leaves as soon as it is signed (measured cost), a 3-frame envelope
                 # takes ~2 ms to cross the mesh
                 for k, cost in enumerate(ctl.sign(it)):
-                    yield env.timeout(cost + (0.002 if k == 0 else 0.0))
+                    yield env.timeout((cost if charge else 0.0) + (0.002 if k == 0 else 0.0))
                     ctl.send(it, k)
             ctl.finish(it)
             rec.other.extend(ctl.log)
