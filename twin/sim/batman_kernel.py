@@ -64,7 +64,7 @@ State = namedtuple(
         # per (orig, node): packed record xs[o, x] = [router, last_seq, last_ttl, in-edge of x from o]
         "xs", "orig_last_seen", "last_reset",
         # scheduling
-        "oheap", "oheap_n", "fheap_t", "fheap_node", "fheap_prev", "fheap_tq", "fheap_ttl", "fheap_flags",
+        "oheap", "oheap_n", "fheap_t", "fheap_i", "fheap_node", "fheap_prev", "fheap_tq", "fheap_ttl", "fheap_flags",
         # route-change log and scalar parameters
         "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n",
         "params", "rng",
@@ -103,7 +103,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         rb=rb, seen_seq=np.full((n, e), -1, np.int32),
         xs=xs, orig_last_seen=np.full((n, n), -1.0), last_reset=np.full((n, n), -1e9),
         oheap=np.zeros(n, np.int32), oheap_n=np.zeros(1, np.int64),
-        fheap_t=np.zeros(e + n + 8), fheap_node=np.zeros(e + n + 8, np.int32),
+        fheap_t=np.zeros(e + n + 8), fheap_i=np.zeros(e + n + 8, np.int32), fheap_node=np.zeros(e + n + 8, np.int32),
         fheap_prev=np.zeros(e + n + 8, np.int32), fheap_tq=np.zeros(e + n + 8, np.int32),
         fheap_ttl=np.zeros(e + n + 8, np.int32), fheap_flags=np.zeros(e + n + 8, np.int32),
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
@@ -179,36 +179,27 @@ def log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, 
 
 
 @nb.njit(cache=True, inline="always")
-def _fheap_push(fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags, n,
-                t, node, prev, tq, ttl, flags):
+def _fheap_push(fheap_t, fheap_i, n, t, slot):
+    """Push (t, slot) on the forward heap: keys and pool slots move, the OGM fields stay put."""
     i = n
     while i > 0:
         p = (i - 1) >> 1
         if fheap_t[p] <= t:
             break
         fheap_t[i] = fheap_t[p]
-        fheap_node[i] = fheap_node[p]
-        fheap_prev[i] = fheap_prev[p]
-        fheap_tq[i] = fheap_tq[p]
-        fheap_ttl[i] = fheap_ttl[p]
-        fheap_flags[i] = fheap_flags[p]
+        fheap_i[i] = fheap_i[p]
         i = p
     fheap_t[i] = t
-    fheap_node[i] = node
-    fheap_prev[i] = prev
-    fheap_tq[i] = tq
-    fheap_ttl[i] = ttl
-    fheap_flags[i] = flags
+    fheap_i[i] = slot
     return n + 1
 
 
 @nb.njit(cache=True, inline="always")
-def _fheap_pop(fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags, n):
+def _fheap_pop(fheap_t, fheap_i, n):
     """Remove the root (the caller has read it); returns the new size."""
     n -= 1
     t = fheap_t[n]
-    node, prev, tq = fheap_node[n], fheap_prev[n], fheap_tq[n]
-    ttl, flags = fheap_ttl[n], fheap_flags[n]
+    slot = fheap_i[n]
     i = 0
     while True:
         c = 2 * i + 1
@@ -219,18 +210,10 @@ def _fheap_pop(fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags
         if fheap_t[c] >= t:
             break
         fheap_t[i] = fheap_t[c]
-        fheap_node[i] = fheap_node[c]
-        fheap_prev[i] = fheap_prev[c]
-        fheap_tq[i] = fheap_tq[c]
-        fheap_ttl[i] = fheap_ttl[c]
-        fheap_flags[i] = fheap_flags[c]
+        fheap_i[i] = fheap_i[c]
         i = c
     fheap_t[i] = t
-    fheap_node[i] = node
-    fheap_prev[i] = prev
-    fheap_tq[i] = tq
-    fheap_ttl[i] = ttl
-    fheap_flags[i] = flags
+    fheap_i[i] = slot
     return n
 
 
@@ -276,7 +259,7 @@ def advance(st: State, until: float) -> int:
 def _advance(indptr, nbr, rev, src_of, nbr_index, up, loss, alive, quarantined, hop_penalty, interval,
              next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_prod, nbr_last_seen,
              rb, seen_seq, xs, orig_last_seen, last_reset, oheap, oheap_n,
-             fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
+             fheap_t, fheap_i, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
              log_t, log_node, log_orig, log_old, log_new, log_n, params, rng,
              _ring, _ring_pos, _ring_cnt, _router, _last_seq, _last_ttl, _in_edge_from, until):
     n_nodes = oheap_n[0]
@@ -303,6 +286,7 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, up, loss, alive, quarantined, 
                 echo_mask[r] = echo_mask[r] << _U1
                 update_link_prod(recv_mask, echo_mask, link_prod, r)
             fn = 0
+            slot = 0  # next free pool slot of this flood (the pool empties with the flood)
             s = o
             t = t0
             tq_in = TQ_MAX
@@ -390,17 +374,23 @@ def _advance(indptr, nbr, rev, src_of, nbr_index, up, loss, alive, quarantined, 
                             if single:
                                 fl = 1 if best else 3
                             fwd_tq = tq * (TQ_MAX - hop_penalty[x]) // TQ_MAX
-                            fn = _fheap_push(fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags,
-                                             fn, t + delay, x, s, fwd_tq, ttl - 1, fl)
+                            fheap_node[slot] = x
+                            fheap_prev[slot] = s
+                            fheap_tq[slot] = fwd_tq
+                            fheap_ttl[slot] = ttl - 1
+                            fheap_flags[slot] = fl
+                            fn = _fheap_push(fheap_t, fheap_i, fn, t + delay, slot)
+                            slot += 1
                 if fn == 0:
                     break
                 t = fheap_t[0]
-                s = fheap_node[0]
-                prev = fheap_prev[0]
-                tq_in = fheap_tq[0]
-                ttl = fheap_ttl[0]
-                flags = fheap_flags[0]
-                fn = _fheap_pop(fheap_t, fheap_node, fheap_prev, fheap_tq, fheap_ttl, fheap_flags, fn)
+                k = fheap_i[0]
+                s = fheap_node[k]
+                prev = fheap_prev[k]
+                tq_in = fheap_tq[k]
+                ttl = fheap_ttl[k]
+                flags = fheap_flags[k]
+                fn = _fheap_pop(fheap_t, fheap_i, fn)
         next_orig[o] = t0 + interval[o] - jitter + 2.0 * jitter * uniform(rng)
         _osift_down(oheap, next_orig, 0, n_nodes)
         if log_n[0] + margin >= log_t.shape[0]:
