@@ -12,6 +12,7 @@ prints them and exits 2.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -187,12 +188,26 @@ class Scenario(_M):
             return {"enabled": v.lower() == "on"}
         return v
 
-    # where the file lives, for relative topology files (not part of the schema)
+    # where the file lives (relative topology files) and the line of every field (error messages);
+    # not part of the schema
     _source: Path | None = None
+    _lines: dict | None = None
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def line_of(self, path: str) -> int | None:
+        """Line of a field path like ``faults[2].node`` in the file it came from (or its parent's)."""
+        if not self._lines:
+            return None
+        parts: list = []
+        for tok in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+            parts.append(int(tok[1:-1]) if tok.startswith("[") else tok)
+        for k in range(len(parts), -1, -1):
+            if tuple(parts[:k]) in self._lines:
+                return self._lines[tuple(parts[:k])]
+        return None
 
 
 @dataclass(frozen=True)
@@ -311,6 +326,7 @@ def parse(text: str, fname: str = "<string>") -> Scenario:
         problems = [_problem(e, fname, lines) for e in err.errors()]
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise ScenarioError(problems) from None
+    sc._lines = lines
     return sc
 
 

@@ -49,7 +49,7 @@ def _fname(sc: Scenario) -> str:
     return str(sc.source) if sc.source else f"<{sc.name}>"
 
 
-def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str]]:
+def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str], list[Problem]]:
     t = sc.topology
     notes: list[str] = []
     base = sc.source.parent if sc.source else Path.cwd()
@@ -74,19 +74,22 @@ def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str]]:
             g, report = from_meshviewer(base / t.file, include_offline=t.include_offline, component=t.component)
             notes.extend(report.lines())
     except topo.TopologyError as err:
-        raise ScenarioError([Problem(_fname(sc), None, "topology", str(err))]) from err
-    topo.apply_link_defaults(g, loss=t.link.loss, delay_s=t.link.delay, rate_bps=t.link.rate)
+        raise ScenarioError([Problem(_fname(sc), sc.line_of("topology"), "topology", str(err))]) from err
+    if t.kind in ("graphml", "meshviewer"):
+        # the file knows its links: the scenario's link spec only fills what it leaves out
+        topo.apply_link_defaults(g, loss=t.link.loss, delay_s=t.link.delay, rate_bps=t.link.rate)
+    else:
+        for _, _, d in g.edges(data=True):
+            d.update(loss=t.link.loss, delay_s=t.link.delay, rate_bps=t.link.rate)
     problems = []
     for i, ov in enumerate(t.links):
         a, b = ov.between
         if not g.has_edge(a, b):
-            problems.append(Problem(_fname(sc), None, f"topology.links[{i}].between",
-                                    f"no link {a}-{b} in the topology"))
+            where = f"topology.links[{i}].between"
+            problems.append(Problem(_fname(sc), sc.line_of(where), where, f"no link {a}-{b} in the topology"))
             continue
         g.edges[a, b].update(loss=ov.loss, delay_s=ov.delay, rate_bps=ov.rate)
-    if problems:
-        raise ScenarioError(problems)
-    return g, notes
+    return g, notes, problems
 
 
 def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, problems: list) -> str:
@@ -96,7 +99,7 @@ def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, 
         return rng.choice(list(g.nodes))
     if spec not in g:
         close = [n for n in g.nodes if str(n).startswith(spec[:2])][:5]
-        problems.append(Problem(_fname(sc), None, where, f"node {spec!r} is not in the topology"
+        problems.append(Problem(_fname(sc), sc.line_of(where), where, f"node {spec!r} is not in the topology"
                                 + (f" (nodes look like {', '.join(map(str, close))})" if close else "")))
         return spec
     return spec
@@ -117,9 +120,8 @@ def _partition_links(g: nx.Graph, groups: list[list[str]]) -> tuple[tuple[tuple[
 
 def resolve(sc: Scenario) -> World:
     """Scenario -> World; raises ScenarioError for references to things not in the mesh."""
-    g, notes = build_graph(sc)
+    g, notes, problems = build_graph(sc)
     rng = random.Random(sc.seed * 1_000_003 + 17)
-    problems: list[Problem] = []
     faults: list[Fault] = []
     for i, f in enumerate(sc.faults):
         where = f"faults[{i}]"
@@ -132,7 +134,8 @@ def resolve(sc: Scenario) -> World:
             a = _node(sc, g, f.between[0], where + ".between[0]", rng, problems)
             b = _node(sc, g, f.between[1], where + ".between[1]", rng, problems)
             if a in g and b in g and not g.has_edge(a, b):
-                problems.append(Problem(_fname(sc), None, where + ".between", f"no link {a}-{b} in the topology"))
+                problems.append(Problem(_fname(sc), sc.line_of(where + ".between"), where + ".between",
+                                        f"no link {a}-{b} in the topology"))
             links = (topo.link_key(a, b),)
         if f.kind == "partition":
             if f.groups:
@@ -147,7 +150,7 @@ def resolve(sc: Scenario) -> World:
             # heal every partition before it
             links = tuple(lk for pf in faults if pf.kind == "partition" for lk in pf.links)
         if f.at > sc.duration:
-            problems.append(Problem(_fname(sc), None, where + ".at",
+            problems.append(Problem(_fname(sc), sc.line_of(where + ".at"), where + ".at",
                                     f"fault at {f.at:g}s is after the end of the run ({sc.duration:g}s)"))
         faults.append(Fault(index=i, kind=f.kind, at_s=f.at, nodes=nodes, links=links, loss=f.loss,
                             rate_bps=f.rate, duration_s=f.duration, period_s=f.period, groups=groups))
@@ -161,7 +164,7 @@ def resolve(sc: Scenario) -> World:
                 continue
             pairs = topo.pairs_through(g, via, tr.pairs, seed=sc.seed)
             if not pairs:
-                problems.append(Problem(_fname(sc), None, f"traffic[{i}].via",
+                problems.append(Problem(_fname(sc), sc.line_of(f"traffic[{i}].via"), f"traffic[{i}].via",
                                         f"no shortest path crosses {via}; pick a more central node"))
         else:
             via = None

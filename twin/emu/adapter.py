@@ -14,7 +14,9 @@ Babel has no TQ, so quality values are derived from babel costs:
 * ``orig_tq = round(255 * (240/255) ** (metric / 256))``: each ideal hop costs what batman's
   default hop penalty (15) costs; an infinite metric maps to 0.
 * ``link_last_seen`` = leading zero bits of the neighbour's 16-bit hello history (``reach``)
-  times the hello interval; ``orig_last_seen`` = time since this adapter last saw a finite route.
+  times the hello interval (babeld ages ``reach`` only when it notices missed hellos, so this
+  lags by up to ~2 intervals); ``orig_last_seen`` = time since this adapter last saw a finite
+  route.
 """
 
 from __future__ import annotations
@@ -128,8 +130,9 @@ class EmuAdapter:
         for r in dump["route"]:
             dst = self.net.node_of_addr(r.get("prefix", ""))
             nh = self.net.peer_of.get((node, r.get("if", "")))
-            if r.get("installed") == "yes" and dst and nh:
-                out[dst] = (nh, int(r.get("metric", INFINITY)))
+            metric = int(r.get("metric", INFINITY))
+            if r.get("installed") == "yes" and dst and nh and metric < INFINITY:  # 65535: retracted
+                out[dst] = (nh, metric)
         self._dumps[node] = dump
         return out
 

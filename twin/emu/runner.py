@@ -153,9 +153,10 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
     daemon randomness (nftables ``numgen``, babeld jitter) cannot be seeded. ``babel_config`` adds
     global babeld config lines (e.g. ``["smoothing-half-life 0"]``).
 
-    ``convergence_s`` is the time from daemon start until every node has a route to every node
-    of its component; the timeline then starts once no next hop changed for two hello intervals
-    (``timings["settled_s"]``), so faults hit a steady mesh.
+    ``convergence_s`` is the time from daemon start until every node has a (finite) route to every
+    node of its component; the timeline then starts once no next hop changed for two hello
+    intervals, or at most ``max(5 s, 5 hellos)`` later (``timings["settled_s"]``), so faults hit
+    a steady mesh.
     """
     wall0 = time.monotonic()
     if protocol not in ("babel", "batman"):
@@ -201,6 +202,7 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
         session.on_teardown("cpu", cpu.stop)
         comps = [set(c) for c in nx.connected_components(net.graph)]
         settle = 2 * hello_interval_s + 0.5
+        settle_max = max(5.0, 5 * hello_interval_s)  # equal-cost paths may flip next hops forever
         last_change = time.monotonic()
         timings["settled_s"] = math.nan
         while True:
@@ -211,7 +213,7 @@ def run_emu(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                 last_change = now
             if ok and math.isnan(convergence_s):
                 convergence_s = now - t
-            if ok and now - last_change >= settle:
+            if ok and (now - last_change >= settle or now - t - convergence_s >= settle_max):
                 timings["settled_s"] = now - t
                 break
             if now - t > converge_timeout_s:

@@ -142,50 +142,99 @@ def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: flo
     return rec, twin
 
 
+class _Vocab:
+    """String columns as integer codes into one shared vocabulary: millions of route changes stay
+    small in memory and in Parquet (dictionary-encoded), and categories agree across row kinds."""
+
+    def __init__(self):
+        self.words: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def code(self, w) -> int:
+        if w is None or (isinstance(w, float) and np.isnan(w)):
+            return -1
+        w = str(w)
+        c = self.index.get(w)
+        if c is None:
+            c = self.index[w] = len(self.words)
+            self.words.append(w)
+        return c
+
+    def codes(self, words) -> np.ndarray:
+        return np.array([self.code(w) for w in words], np.int32)
+
+
 def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame:
-    """Every fault op, route change and probe outcome in one time-ordered table."""
-    names = np.array(twin.names, dtype=object)
-    parts = []
+    """Every fault op, route change, probe outcome and loop record in one time-ordered table.
+
+    Route changes: ``node`` switched its next hop toward ``peer``; ``detail`` is ``old->new``
+    (``-`` for none).
+    """
+    voc = _Vocab()
+    name_code = voc.codes(twin.names)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("t_s", "kind", "node", "peer", "outcome", "latency_ms",
+                                                          "valid", "fault", "detail", "flow", "pair")}
+
+    def add(t, kind, node, peer, outcome, lat, valid, fault, detail, flow, pair):
+        m = len(t)
+
+        def full(v, dt):
+            return v if isinstance(v, np.ndarray) else np.full(m, v, dt)
+
+        cols["t_s"].append(np.asarray(t, np.float64))
+        for k, v in (("kind", kind), ("node", node), ("peer", peer), ("outcome", outcome), ("detail", detail)):
+            cols[k].append(full(v, np.int32))
+        cols["latency_ms"].append(full(lat, np.float64))
+        cols["valid"].append(full(valid, bool))
+        cols["fault"].append(full(fault, np.int64))
+        cols["flow"].append(full(flow, np.int32))
+        cols["pair"].append(full(pair, np.int32))
+
     if rec.probe_t:
         flow = np.concatenate(rec.probe_flow)
         pair = np.concatenate(rec.probe_pair)
-        src = np.empty(len(flow), dtype=object)
-        dst = np.empty(len(flow), dtype=object)
+        src = np.zeros(len(flow), np.int32)
+        dst = np.zeros(len(flow), np.int32)
         for fi, fl in enumerate(world.flows):
             m = flow == fi
-            s = np.array([a for a, _ in fl.pairs], dtype=object)
-            d = np.array([b for _, b in fl.pairs], dtype=object)
-            src[m] = s[pair[m]]
-            dst[m] = d[pair[m]]
+            s_ = np.array([twin.index[a] for a, _ in fl.pairs], np.int32)
+            d_ = np.array([twin.index[b] for _, b in fl.pairs], np.int32)
+            src[m] = name_code[s_[pair[m]]]
+            dst[m] = name_code[d_[pair[m]]]
         code = np.concatenate(rec.probe_code)
         lat = np.concatenate(rec.probe_lat)
-        parts.append(pd.DataFrame({
-            "t_s": np.concatenate(rec.probe_t), "kind": "probe", "node": src, "peer": dst,
-            "outcome": np.array(OUTCOMES, dtype=object)[code],
-            "latency_ms": np.where(code == 0, lat, np.nan), "valid": np.concatenate(rec.probe_valid),
-            "fault": -1, "detail": "", "flow": flow, "pair": pair}))
+        out_codes = voc.codes(OUTCOMES)
+        add(np.concatenate(rec.probe_t), voc.code("probe"), src, dst, out_codes[code],
+            np.where(code == 0, lat, np.nan), np.concatenate(rec.probe_valid), -1, voc.code(""), flow, pair)
     if twin.route_log:
         log = np.concatenate(twin.route_log)
-        old = np.where(log["old"] >= 0, names[np.maximum(log["old"], 0)], "-")
-        new = np.where(log["new"] >= 0, names[np.maximum(log["new"], 0)], "-")
-        parts.append(pd.DataFrame({
-            "t_s": log["t"], "kind": "route_change", "node": names[log["node"]], "peer": names[log["orig"]],
-            "outcome": "switch", "latency_ms": np.nan, "valid": True, "fault": -1,
-            "detail": old.astype(object) + "->" + new.astype(object), "flow": -1, "pair": -1}))
+        n = twin.n
+        key = (log["old"].astype(np.int64) + 1) * (n + 1) + (log["new"].astype(np.int64) + 1)
+        uniq, inv = np.unique(key, return_inverse=True)
+        label = lambda i: twin.names[i] if i >= 0 else "-"  # noqa: E731
+        det = voc.codes([f"{label(int(k // (n + 1)) - 1)}->{label(int(k % (n + 1)) - 1)}" for k in uniq])
+        add(log["t"], voc.code("route_change"), name_code[log["node"]], name_code[log["orig"]],
+            voc.code("switch"), np.nan, True, -1, det[inv], -1, -1)
     if rec.other:
-        o = pd.DataFrame(rec.other)
-        for col, default in (("latency_ms", np.nan), ("valid", True), ("fault", -1), ("detail", ""),
-                             ("flow", -1), ("pair", -1), ("node", None), ("peer", None), ("outcome", None)):
-            if col not in o:
-                o[col] = default
-        parts.append(o)
-    ev = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    ev = ev.sort_values("t_s", kind="stable").reset_index(drop=True)
-    ev["fault"] = ev["fault"].fillna(-1).astype("int64")
-    ev["flow"] = ev["flow"].fillna(-1).astype("int32")
-    ev["pair"] = ev["pair"].fillna(-1).astype("int32")
-    ev["valid"] = ev["valid"].fillna(True).astype(bool)
-    ev["latency_ms"] = ev["latency_ms"].astype("float64")
-    for c in ("kind", "node", "peer", "outcome", "detail"):
-        ev[c] = ev[c].astype("string")
-    return ev
+        o = rec.other
+        g = lambda k, d: [r.get(k, d) for r in o]  # noqa: E731
+        add(np.array(g("t_s", 0.0), float), voc.codes(g("kind", None)), voc.codes(g("node", None)),
+            voc.codes(g("peer", None)), voc.codes(g("outcome", None)),
+            np.array([np.nan if v is None else v for v in g("latency_ms", np.nan)], float),
+            np.array(g("valid", True), bool), np.array(g("fault", -1), np.int64), voc.codes(g("detail", "")),
+            np.array(g("flow", -1), np.int32), np.array(g("pair", -1), np.int32))
+    if not cols["t_s"]:
+        return pd.DataFrame({k: [] for k in cols})
+    t = np.concatenate(cols["t_s"])
+    order = np.argsort(t, kind="stable")
+    cats = pd.Index(voc.words, dtype=object)
+    data = {"t_s": t[order]}
+    for k in ("kind", "node", "peer", "outcome"):
+        data[k] = pd.Categorical.from_codes(np.concatenate(cols[k])[order], categories=cats)
+    data["latency_ms"] = np.concatenate(cols["latency_ms"])[order]
+    data["valid"] = np.concatenate(cols["valid"])[order]
+    data["fault"] = np.concatenate(cols["fault"])[order]
+    data["detail"] = pd.Categorical.from_codes(np.concatenate(cols["detail"])[order], categories=cats)
+    data["flow"] = np.concatenate(cols["flow"])[order]
+    data["pair"] = np.concatenate(cols["pair"])[order]
+    return pd.DataFrame(data)
