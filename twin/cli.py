@@ -84,9 +84,9 @@ def run(
             if duration is not None:
                 upd["duration"] = parse_duration(duration)
             if upd:
-                src = sc.source
+                src, lines = sc._source, sc._lines
                 sc = sc.model_copy(update=upd)
-                sc._source = src
+                sc._source, sc._lines = src, lines
             variants = [False, True] if compare else [None if loop is None else loop == "on"]
             summaries = []
             for lp in variants:

@@ -100,8 +100,9 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
     for f in faults:
         nxt = [s for s in starts if s > f.at_s]
         end = nxt[0] if nxt else duration
-        rec = first_stable(ticks, f.at_s, end, hold)
         fr = pr[(pr["t_s"] >= f.at_s) & (pr["t_s"] < end) & pr["valid"]]
+        # a fault that leaves no probe pair routable (it cut every pair apart) measures nothing
+        rec = first_stable(ticks, f.at_s, end, hold) if len(fr) else None
         broken = fr[~fr["outcome"].isin(ROUTE_OK)]
         aff = int(broken.groupby(["flow", "pair"]).ngroups) if len(broken) else 0
         rep = repairs[repairs["fault"] == f.index]["t_s"]
@@ -109,6 +110,7 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
             "index": f.index, "kind": f.kind, "at_s": f.at_s, "label": f.label(),
             "mttr_s": None if rec is None else round(rec - f.at_s, 3),
             "affected_pairs": aff,
+            "measurable_pairs": int(fr.groupby(["flow", "pair"]).ngroups) if len(fr) else 0,
             "repaired_at_s": float(rep.min()) if len(rep) else None,
         })
     after_conv = pr[pr["t_s"] >= conv] if conv is not None else pr.iloc[0:0]

@@ -93,7 +93,8 @@ FaultKind = Literal["node_crash", "node_recover", "link_down", "link_up", "link_
 class FaultSpec(_M):
     at: Duration
     kind: FaultKind
-    node: str | None = Field(None, description="node name, most_central or random")
+    node: str | None = Field(None, description="node name, most_central, busiest_relay (most central node whose "
+                             "loss does not split the mesh) or random")
     between: tuple[str, str] | None = Field(None, description="the two nodes of a link")
     groups: list[list[str]] | None = Field(None, description="partition: node groups (others join group 0)")
     loss: float | None = Field(None, ge=0.0, le=1.0)

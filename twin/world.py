@@ -95,6 +95,15 @@ def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str], list[Problem]]:
 def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, problems: list) -> str:
     if spec == "most_central":
         return topo.most_central(g)
+    if spec == "busiest_relay":
+        # the most central node whose loss does not cut the mesh: its crash measures rerouting
+        cut = set(nx.articulation_points(g))
+        keep = g.subgraph(n for n in g.nodes if n not in cut)
+        if keep.number_of_nodes() == 0:
+            return topo.most_central(g)
+        bc = nx.betweenness_centrality(g)
+        names = list(g.nodes)
+        return max((n for n in names if n not in cut), key=lambda n: (bc[n], -names.index(n)))
     if spec == "random":
         return rng.choice(list(g.nodes))
     if spec not in g:
@@ -156,9 +165,10 @@ def resolve(sc: Scenario) -> World:
                             rate_bps=f.rate, duration_s=f.duration, period_s=f.period, groups=groups))
     flows: list[Flow] = []
     crash_node = next((f.nodes[0] for f in faults if f.kind in ("node_crash", "blackhole") and f.nodes), None)
+    via_specs = ("most_central", "busiest_relay")
     for i, tr in enumerate(sc.traffic):
         if tr.select == "through":
-            via = crash_node if tr.via == "most_central" and crash_node else tr.via
+            via = crash_node if tr.via in via_specs and crash_node else tr.via
             via = _node(sc, g, via, f"traffic[{i}].via", rng, problems)
             if via not in g:
                 continue
