@@ -32,7 +32,9 @@ class Iteration:
 
     @property
     def mape_cost_s(self) -> float:
-        return self.costs["monitor"] + self.costs["analyze"] + self.costs["plan"] + self.costs["observe"]
+        """Monitor + Analyze + Plan: the controller's own compute. Observing is the adapter's
+        job (in sim, assembling telemetry is the twin's work, not the controller's)."""
+        return self.costs["monitor"] + self.costs["analyze"] + self.costs["plan"]
 
 
 class Controller:
@@ -138,7 +140,7 @@ class Controller:
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict:
         it = self.iterations
-        mape = np.array([r["observe"] + r["monitor"] + r["analyze"] + r["plan"] for r in it]) if it else np.zeros(0)
+        mape = np.array([r["monitor"] + r["analyze"] + r["plan"] for r in it]) if it else np.zeros(0)
         res = self.executor.results
         return {
             "iterations": len(it),

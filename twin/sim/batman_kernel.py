@@ -433,14 +433,14 @@ def purge(st, t, neigh_timeout, orig_timeout):
 
 
 @nb.njit(cache=True)
-def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
+def walk(xs, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
     """Follow next-hop tables from a to b like a data packet.
 
     Returns (outcome, hops, latency_s). Outcomes: 0 delivered, 1 lost on a lossy link,
     2 no route, 3 next hop dead or link down, 4 TTL exceeded (loop), 5 dropped by a blackhole,
     6 source dead.
     """
-    if st.alive[a] == 0:
+    if alive[a] == 0:
         return 6, 0, 0.0
     x = a
     lat = 0.0
@@ -449,16 +449,16 @@ def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
             return 0, h, lat
         if h > 0 and blackhole[x]:
             return 5, h, lat
-        r = st.xs[b, x, 0]
+        r = xs[b, x, 0]
         if r < 0:
             return 2, h, lat
-        nxt = st.nbr[r]
+        nxt = nbr[r]
         e = r  # the in-edge r of x from nxt is, read as x's row entry, also the edge x -> nxt
-        if st.up[e] == 0 or st.alive[nxt] == 0 or st.quarantined[nxt] or st.quarantined[x]:
+        if up[e] == 0 or alive[nxt] == 0 or quarantined[nxt] or quarantined[x]:
             return 3, h, lat
         if h > 0:
             fwd[x] += 1  # batctl statistics "forward": frames this node relayed
-        p = st.loss[e]
+        p = loss[e]
         if p > 0.0 and uniform(rng) < p:
             return 1, h, lat
         lat += delay[e]
@@ -471,9 +471,11 @@ def walk(st, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
 
 
 @nb.njit(cache=True)
-def walk_batch(st, src, dst, ttl, delay, rate, size_bits, blackhole, rng, fwd, out_code, out_hops, out_lat):
+def walk_batch(xs, nbr, up, alive, quarantined, loss, src, dst, ttl, delay, rate, size_bits, blackhole, rng, fwd,
+               out_code, out_hops, out_lat):
     for i in range(src.shape[0]):
-        c, h, lat = walk(st, src[i], dst[i], ttl, delay, rate, size_bits, blackhole, rng, fwd)
+        c, h, lat = walk(xs, nbr, up, alive, quarantined, loss, src[i], dst[i], ttl, delay, rate, size_bits,
+                         blackhole, rng, fwd)
         out_code[i] = c
         out_hops[i] = h
         out_lat[i] = lat

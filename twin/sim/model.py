@@ -160,8 +160,10 @@ class BatmanTwin:
         code = np.zeros(m, np.int32)
         hops = np.zeros(m, np.int32)
         lat = np.zeros(m)
-        K.walk_batch(self.st, src, dst, int(self.routing.ttl), self.delay, self.rate, float(size_bytes * 8),
-                     self.blackhole, self.rng_data, self.forwarded, code, hops, lat)
+        st = self.st
+        K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.routing.ttl),
+                     self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
+                     code, hops, lat)
         return code, hops, lat
 
     def reachable_fraction(self) -> float:

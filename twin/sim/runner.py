@@ -48,6 +48,7 @@ class GroundTruth:
     def refresh(self) -> None:
         h = self.g.subgraph(n for n in self.g.nodes if n not in self.dead)
         self._comp = {v: i for i, cc in enumerate(nx.connected_components(h)) for v in cc}
+        self._valid_cache: dict[int, np.ndarray] = {}
 
     def apply(self, op: Op) -> None:
         if op.kind == "crash":
@@ -63,8 +64,11 @@ class GroundTruth:
         self.refresh()
 
     def valid(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        c = self._comp
-        return np.array([a in c and b in c and c[a] == c[b] for a, b in pairs], bool)
+        hit = self._valid_cache.get(id(pairs))
+        if hit is None:  # only changes when an op changes the topology
+            c = self._comp
+            hit = self._valid_cache[id(pairs)] = np.array([a in c and b in c and c[a] == c[b] for a, b in pairs], bool)
+        return hit
 
 
 def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: float = 1.0,
