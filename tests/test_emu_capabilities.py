@@ -67,3 +67,16 @@ def test_non_root_gets_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         probe_capabilities(refresh=True)
+
+
+def test_node_addresses_round_trip_in_canonical_form(tmp_path) -> None:
+    """Run id 07aa: babeld prints fd6d:7477:7aa::2, which must still map back to the node."""
+    from twin.emu.cleanup import RunState
+    from twin.emu.network import EmuNetwork
+
+    net = EmuNetwork(nx.path_graph(["a", "b"]), RunState("07aa", tmp_path))
+    net.nodes, net.index = ["a", "b"], {"a": 0, "b": 1}
+    assert net.addr("b") == "fd6d:7477:7aa::2" and net.addr_prefix == "fd6d:7477:7aa::/64"
+    assert net.node_of_addr("fd6d:7477:7aa::2/128") == "b"
+    assert net.node_of_addr("fd6d:7477:07aa:0::1") == "a"
+    assert net.node_of_addr("fd6d:7477:7aa::3") is None and net.node_of_addr("fe80::1") is None

@@ -162,6 +162,26 @@ def schema(output: Path = typer.Option(None, "--output", "-o", help="write to a 
         sys.stdout.write(text + "\n")
 
 
+train_app = typer.Typer(help="train the loop's models on twin runs", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("detector")
+def train_detector_cmd(
+    out_path: Path = typer.Option(Path("models/anomaly.joblib"), "--out", "-o", help="model file to write"),
+    seeds: int = typer.Option(3, "--seeds", help="fault-free training runs per loss level"),
+    duration: str = typer.Option("240s", "--duration", help="length of each training run"),
+) -> None:
+    """Fit the IsolationForest on fault-free twin runs, pick its threshold on labelled validation
+    runs, save it with a content-hash version (runs that use it record that version)."""
+    from twin.training import train_detector
+    from twin.units import parse_duration
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    info = train_detector(out_path, seeds=tuple(range(1, seeds + 1)), duration=parse_duration(duration))
+    out.print_json(json.dumps(info))
+
+
 def _mount_optional() -> None:
     try:
         from twin.emu.cli import emu_app

@@ -129,7 +129,9 @@ class AttackSpec(_M):
 class LoopSpec(_M):
     enabled: bool = False
     period: Duration = Field(0.1, gt=0.0, description="time between loop iterations")
-    detector: Literal["rules", "isolation_forest", "streaming"] = "rules"
+    detector: Literal["rules", "isolation_forest"] = Field(
+        "rules", description="rules: diagnosis only; isolation_forest: also score every node with a trained model")
+    model: str | None = Field(None, description="anomaly model file (twin train detector), relative to the scenario")
     actions: list[str] = Field(default_factory=lambda: [
         "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])
     sign: bool = Field(True, description="sign every action (ML-DSA-65) and verify before applying")

@@ -22,6 +22,7 @@ namespace is also attached under ``/run/netns/<host>`` so ``ip -n``/``tc -n``/``
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -94,21 +95,25 @@ class EmuNetwork:
     def ns(self, node: str) -> str:
         return self.host_name(node)
 
+    @property
+    def _base(self) -> int:
+        return int(ipaddress.IPv6Address(f"fd6d:7477:{self.state.run_id}::"))
+
     def addr(self, node: str) -> str:
-        """The node's routed address (a /128 on ``lo``, redistributed by babeld)."""
-        return f"fd6d:7477:{self.state.run_id}::{self.index[node] + 1:x}"
+        """The node's routed address (a /128 on ``lo``, redistributed by babeld), in canonical
+        form: daemons print ``fd6d:7477:7aa::1`` for run id ``07aa``, so never compare raw text."""
+        return str(ipaddress.IPv6Address(self._base + self.index[node] + 1))
 
     @property
     def addr_prefix(self) -> str:
-        return f"fd6d:7477:{self.state.run_id}::/64"
+        return f"{ipaddress.IPv6Address(self._base)}/64"
 
     def node_of_addr(self, addr: str) -> str | None:
-        base = f"fd6d:7477:{self.state.run_id}::"
-        if not addr.startswith(base):
+        try:
+            k = int(ipaddress.IPv6Address(addr.split("/")[0])) - self._base - 1
+        except ValueError:
             return None
-        with contextlib.suppress(ValueError, IndexError):
-            return self.nodes[int(addr[len(base):].split("/")[0], 16) - 1]
-        return None
+        return self.nodes[k] if 0 <= k < len(self.nodes) else None
 
     def link(self, a: str, b: str) -> LinkInfo:
         try:

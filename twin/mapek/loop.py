@@ -51,6 +51,11 @@ class Controller:
         self.iterations: list[dict] = []
         self.log: list[dict] = []  # anomalies, diagnoses and actions, for events.parquet
         self.last_features: Features | None = None
+        self.record_features = False  # keep (t, names, feature matrix) per tick, for training
+        self.feature_log: list[tuple[float, list[str], np.ndarray]] = []
+        self.flagged: set[str] = set()
+        self.anomalies = 0
+        self.model_version: str | None = None
 
     # -- one pass -------------------------------------------------------------------------
     def iterate(self) -> Iteration:
@@ -61,7 +66,10 @@ class Controller:
         f = self.monitor.observe(tel)
         t2 = time.perf_counter()
         new, cleared = self.analyzer.analyze(f)
+        self._note_anomalies(f)
         t3 = time.perf_counter()
+        if self.record_features:
+            self.feature_log.append((f.t, f.names, f.matrix()))
         actions: list[Action] = []
         now = self.adapter.now()
         restore, settled = self.executor.due(set(self.analyzer.active), lambda inc: _healed(inc, f))
@@ -137,6 +145,19 @@ class Controller:
         self.execute(it)
         return it
 
+    def _note_anomalies(self, f: Features) -> None:
+        """Log nodes the anomaly detector newly flags (scores below its threshold)."""
+        det, scores = self.analyzer.detector, self.analyzer.last_scores
+        if det is None or scores is None:
+            return
+        thr = det.threshold if getattr(det, "threshold", None) is not None else det.offset_
+        now = {f.names[i] for i in np.flatnonzero(scores < thr)}
+        for name in sorted(now - self.flagged):
+            self.anomalies += 1
+            self.log.append({"t_s": f.t, "kind": "anomaly", "node": name, "outcome": "isolation_forest",
+                             "detail": f"score {float(scores[f.names.index(name)]):.3f} < {thr:.3f}"})
+        self.flagged = now
+
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict:
         it = self.iterations
@@ -148,6 +169,8 @@ class Controller:
             "iteration_p99_s": float(np.percentile(mape, 99) / 1000) if len(mape) else None,
             "actions": sum(1 for r in res if r.applied),
             "actions_rejected": sum(1 for r in res if not r.applied),
+            "anomalies": self.anomalies,
+            "model_version": self.model_version,
             "incidents": [i.__dict__ for i in self.knowledge.incidents],
         }
 

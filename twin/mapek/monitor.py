@@ -55,6 +55,7 @@ class Features:
     interval_ref: np.ndarray | None = None  # float[N]: interval silence is measured in
     frame_silence: np.ndarray | None = None  # float[N]: s since any neighbour heard any frame of the node
     frame_silence_thr: np.ndarray | None = None  # float[N]: learned threshold for that silence
+    degree_ratio: np.ndarray | None = None  # float[N]: neighbours hearing it now / usually
     relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
     failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
@@ -67,17 +68,33 @@ class Features:
         return [int(x) for x in np.flatnonzero((self.relay_next_hop == v).any(axis=1))]
 
     def matrix(self) -> np.ndarray:
-        """The feature matrix the anomaly detectors score (one row per node)."""
-        sil = np.nan_to_num(self.silence, nan=0.0)
+        """The feature matrix the anomaly detectors score (one row per node).
+
+        Every column is relative to what is normal *for that node* (silence in units of the
+        node's own miss threshold, degree against its usual degree, frame silence against its
+        learned gap), so one model fits hubs and leaves alike and a failure lands far outside
+        anything seen in fault-free training.
+        """
+        n = len(self.names)
+        sil = np.nan_to_num(self.silence, nan=0.0) / np.maximum(self.required_miss, 1)
+        # evidence-weighted: a couple of probes lost to radio noise must not look like a blackhole
         tot = self.probe_fail_through + self.probe_ok_through
-        fail_frac = np.divide(self.probe_fail_through, tot, out=np.zeros_like(tot), where=tot > 0)
+        fail_frac = self.probe_fail_through / (tot + 8.0)
+        fs = self.frame_silence if self.frame_silence is not None else np.zeros(n)
+        ft = self.frame_silence_thr if self.frame_silence_thr is not None else np.full(n, np.inf)
+        fin = np.isfinite(ft)
+        fs_ratio = np.where(fin, fs / np.where(fin, ft, 1.0), fs / np.maximum(self.interval, 1e-3))
+        deg_ratio = self.degree_ratio if self.degree_ratio is not None else np.ones(n)
+        relay_deficit = (1.0 - np.clip(np.nan_to_num(self.relay_ratio, nan=1.0), 0.0, 1.0)) * tot / (tot + 8.0) if (
+            self.relay_ratio is not None) else np.zeros(n)
         return np.column_stack([
-            np.minimum(sil, 20.0), self.tq_mean, self.tq_trend, self.degree.astype(float),
-            np.minimum(self.churn, 50.0), fail_frac,
+            np.clip(sil, 0.0, 10.0), np.clip(np.nan_to_num(fs_ratio, posinf=10.0), 0.0, 10.0),
+            np.clip(1.0 - deg_ratio, 0.0, 1.0), fail_frac, relay_deficit,
         ]).astype(np.float64)
 
 
-FEATURE_NAMES = ("silence", "tq_mean", "tq_trend", "degree", "churn", "probe_fail_fraction")
+FEATURE_NAMES = ("silence_vs_threshold", "frame_silence_vs_threshold", "neighbours_lost", "probe_fail_fraction",
+                 "relay_deficit")
 
 
 def trace_path(next_hop: np.ndarray, a: int, b: int, max_hops: int = 64) -> list[int]:
@@ -107,6 +124,7 @@ class Monitor:
         self.streak: np.ndarray | None = None
         self.prev_fwd: np.ndarray | None = None
         self.gap_env: np.ndarray | None = None
+        self.deg_usual: np.ndarray | None = None
         self.ratio_window: deque[np.ndarray] = deque(maxlen=probe_window)
         self.path_window: deque[dict] = deque(maxlen=probe_window)
 
@@ -154,6 +172,10 @@ class Monitor:
         ok_gap = np.isfinite(nsil) & (nsil < thr)
         decayed = self.gap_env * np.exp(-dt / 30.0)
         self.gap_env = np.where(ok_gap, np.fmax(decayed, nsil), self.gap_env)
+        if self.deg_usual is None or len(self.deg_usual) != n:
+            self.deg_usual = deg.astype(float)
+        deg_ratio = deg / np.maximum(self.deg_usual, 1.0)
+        self.deg_usual = np.where(deg_ratio > 0.5, 0.98 * self.deg_usual + 0.02 * deg, self.deg_usual)
         with np.errstate(divide="ignore"):
             m = np.ceil(np.log(FALSE_ALARM_PER_OGM) / np.log(np.clip(loss, 1e-12, 0.999)))
         required = np.clip(np.where(deg > 0, m, 3), 1, 8).astype(np.int64)
@@ -218,7 +240,8 @@ class Monitor:
             warnings.simplefilter("ignore", RuntimeWarning)
             relay_ratio_w = np.nanmean(np.vstack(list(self.ratio_window)), axis=0) if n else np.zeros(0)
         return Features(
-            interval_ref=base_int, frame_silence=nsil, frame_silence_thr=thr, relay_ratio=relay_ratio_w,
+            interval_ref=base_int, degree_ratio=deg_ratio, frame_silence=nsil, frame_silence_thr=thr,
+            relay_ratio=relay_ratio_w,
             failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
             fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence, required_miss=required,
             reporting=rep, tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,

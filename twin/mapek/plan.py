@@ -61,7 +61,7 @@ def incident_vector(d: Diagnosis, f: Features) -> np.ndarray:
 class Planner:
     def __init__(self, *, allowed: list[str] | None = None, fast_interval_ms: int = 40,
                  base_interval_ms: int = 1000, restore_after_s: float = 8.0, knowledge=None, ranker=None):
-        self.allowed = set(allowed) if allowed else None
+        self.allowed = None if allowed is None else set(allowed)
         self.fast_interval_ms = fast_interval_ms
         self.base_interval_ms = base_interval_ms
         self.restore_after_s = restore_after_s

@@ -106,6 +106,23 @@ class SimAdapter:
         return ActionResult(a, True, now, detail=f"{a.kind} {a.params}")
 
 
+def load_detector(sc):
+    """The scenario's trained anomaly model and its version (clear error when missing)."""
+    from pathlib import Path
+
+    from twin.errors import RunError
+    from twin.ml.persist import load_model
+
+    if not sc.loop.model:
+        raise RunError("loop.detector isolation_forest needs loop.model: a file from `twin train detector`")
+    path = Path(sc.loop.model)
+    if not path.is_absolute() and sc.source is not None:
+        path = sc.source.parent / path
+    if not path.exists():
+        raise RunError(f"anomaly model {path} not found: create it with `twin train detector --out {path}`")
+    return load_model(path)
+
+
 class LoopHandle:
     """What run.py gets back: the controller once the process has started, and its stats."""
 
@@ -148,6 +165,9 @@ def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, dete
 
     sc = world.scenario
     handle = LoopHandle()
+    detector_version = None
+    if detector is None and sc.loop.enabled and sc.loop.detector == "isolation_forest":
+        detector, detector_version = load_detector(sc)
     plane = ControlPlane() if sc.loop.sign or sc.attacks else None
     handle.plane = plane
 
@@ -164,6 +184,8 @@ def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, dete
                          analyzer=Analyzer(detector=detector), signer=signer or (plane if sc.loop.sign else None),
                          knowledge=kb)
         handle.controller = ctl
+        if detector_version:
+            ctl.model_version = detector_version
         if plane is not None:
             # mutual-auth hybrid (X-Wing + ML-DSA-65) session with every node before acting, at
             # the cost measured on this machine (calibrated once, cached)
