@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 ROUTE_OK = ("delivered", "lost")
+#: real packets (emu, live) cannot tell a route failure from radio loss: only delivery counts
+ROUTE_OK_MEASURED = ("delivered",)
 
 
 @dataclass
@@ -39,12 +41,12 @@ class Analysis:
     extra: dict = field(default_factory=dict)
 
 
-def _ticks(ev: pd.DataFrame) -> pd.DataFrame:
+def _ticks(ev: pd.DataFrame, ok_set=ROUTE_OK) -> pd.DataFrame:
     """One row per probe instant: were all valid pairs routed?"""
     pr = ev[ev["kind"] == "probe"]
     if pr.empty:
         return pd.DataFrame({"t_s": [], "all_ok": []})
-    ok = pr["outcome"].isin(ROUTE_OK).to_numpy() | ~pr["valid"].to_numpy()
+    ok = pr["outcome"].isin(ok_set).to_numpy() | ~pr["valid"].to_numpy()
     g = pd.DataFrame({"t_s": pr["t_s"].to_numpy(), "ok": ok}).groupby("t_s", sort=True)["ok"].all()
     return pd.DataFrame({"t_s": g.index.to_numpy(), "all_ok": g.to_numpy()})
 
@@ -86,12 +88,14 @@ def _ratio(pr: pd.DataFrame) -> float | None:
     return round(float((pr["outcome"] == "delivered").mean()), 6) if len(pr) else None
 
 
-def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None = None) -> Analysis:
+def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None = None, mode: str = "sim"
+            ) -> Analysis:
     """Score one run against its scenario's targets."""
     duration = scenario.duration
     tg = scenario.targets
     hold = tg.mttr.hold if tg.mttr else 1.0
-    ticks = _ticks(ev)
+    ok_set = ROUTE_OK if mode == "sim" else ROUTE_OK_MEASURED
+    ticks = _ticks(ev, ok_set)
     pr = ev[ev["kind"] == "probe"]
     conv = first_stable(ticks, 0.0, duration, hold)
     out_faults = []
@@ -103,7 +107,7 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
         fr = pr[(pr["t_s"] >= f.at_s) & (pr["t_s"] < end) & pr["valid"]]
         # a fault that leaves no probe pair routable (it cut every pair apart) measures nothing
         rec = first_stable(ticks, f.at_s, end, hold) if len(fr) else None
-        broken = fr[~fr["outcome"].isin(ROUTE_OK)]
+        broken = fr[~fr["outcome"].isin(ok_set)]
         aff = int(broken.groupby(["flow", "pair"]).ngroups) if len(broken) else 0
         rep = repairs[repairs["fault"] == f.index]["t_s"]
         out_faults.append({

@@ -35,6 +35,16 @@ class RunResult:
         return all(t["pass"] for t in self.summary["targets"].values())
 
 
+def _pqc_costs() -> dict | None:
+    """The calibrated PQC costs charged in this run (measured once on this machine, cached)."""
+    try:
+        from twin.pqc import get_costs
+
+        return {k: round(v, 7) for k, v in get_costs().items()}
+    except Exception:  # noqa: BLE001 - the journal must not fail a finished run
+        return None
+
+
 def attribute_incidents(faults: list[dict], world: World, loop_info: dict) -> None:
     """Give each fault the first incident the loop opened about it: detection delay, diagnosis,
     remedy and actions. Incidents matching no fault are false alarms and are counted."""
@@ -97,6 +107,12 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     if mode == "sim":
         from twin.sim.runner import events_frame, run_sim
 
+        if sc.routing.protocol != "batman_iv":
+            from twin.errors import RunError
+
+            raise RunError(f"the sim twin models batman_iv only; routing.protocol {sc.routing.protocol} runs in "
+                           "emu (--mode emu, root) until the twin's babel model exists")
+
         tick = None
         controller = None
         if sc.loop.enabled or sc.attacks:
@@ -119,7 +135,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.errors import RunError
 
         raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
-    an = analyse(ev, sc, world.faults, loop_info=loop_info)
+    an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
     summary = _summary(world, an, mode, loop_info)
@@ -129,7 +145,9 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         "meshtwin": __version__, "python": sys.version.split()[0], "host": platform.node(),
         "platform": platform.platform(), "wall_s": round(wall, 3),
         "realtime_factor": round(sc.duration / wall, 1) if wall > 0 else None,
-        "engine": engine, "notes": world.notes, "scenario_file": str(sc.source) if sc.source else None,
+        "engine": engine, "notes": world.notes,
+        "pqc_costs_s": _pqc_costs() if (sc.loop.enabled or sc.attacks) else None,
+        "scenario_file": str(sc.source) if sc.source else None,
         "scenario": sc.model_dump(mode="json"),
     }
     run_dir = None

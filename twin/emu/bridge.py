@@ -36,8 +36,11 @@ def run_world(world: World, *, progress=None):
         if ctl is None:
             from twin.mapek.loop import Controller
             from twin.mapek.plan import Planner
+            from twin.sim.security import ControlPlane
 
-            ctl = holder["ctl"] = Controller(adapter, planner=Planner(allowed=sc.loop.actions))
+            plane = holder["plane"] = ControlPlane() if sc.loop.sign else None
+            node_side = VerifyingAdapter(adapter, plane) if plane else adapter
+            ctl = holder["ctl"] = Controller(node_side, planner=Planner(allowed=sc.loop.actions), signer=plane)
         ctl.tick()
 
     def prog(t, _d=None):
@@ -72,6 +75,36 @@ def run_world(world: World, *, progress=None):
     engine = {"engine": f"mininet + {protocol}", "capabilities": run.capabilities, "load": run.load,
               "impairments": run.impairments, "convergence_s": run.convergence_s, "timings": run.timings}
     loop_info = holder["ctl"].stats() if "ctl" in holder else None
+    if loop_info is not None and holder.get("plane") is not None:
+        loop_info["security"] = holder["plane"].summary()
     if not run.load.get("valid_run", True):
         engine["invalid"] = "host CPU saturated during the run: results do not describe the mesh"
     return pd.DataFrame(ev), engine, run.wall_s, loop_info
+
+
+class VerifyingAdapter:
+    """The node agents' side of the signed control plane in emulation: every command's ML-DSA-65
+    envelope is verified (signer, expiry, replay) before the real command runs."""
+
+    mode = "emu"
+
+    def __init__(self, inner, plane):
+        self.inner = inner
+        self.plane = plane
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def observe(self):
+        return self.inner.observe()
+
+    def capabilities(self):
+        return self.inner.capabilities()
+
+    def apply(self, signed):
+        from twin.adapter import ActionResult
+
+        reason = self.plane.verify(signed, self.inner.now())
+        if reason:
+            return ActionResult(signed.action, False, self.inner.now(), rejected_reason=reason)
+        return self.inner.apply(signed)

@@ -46,6 +46,7 @@ class Controller:
         self.analyzer = analyzer or Analyzer()
         self.knowledge = knowledge or KnowledgeBase()
         self.planner = planner or Planner(knowledge=self.knowledge)
+        self.planner.capabilities = adapter.capabilities()
         self.executor = Executor(adapter, signer=signer, verify_after_s=verify_after_s)
         self.run_id = run_id
         self.iterations: list[dict] = []

@@ -67,6 +67,7 @@ class Planner:
         self.restore_after_s = restore_after_s
         self.knowledge = knowledge
         self.ranker = ranker
+        self.capabilities: frozenset[str] | None = None  # set by the controller from its adapter
 
     def _ok(self, kind: str) -> bool:
         return self.allowed is None or kind in self.allowed
@@ -83,9 +84,17 @@ class Planner:
             undo.append(Action("set_orig_interval", name, {"ms": base}, reason="restore after burst"))
         return acts, undo
 
+    def _batman(self) -> bool:
+        """OGM bursts and interface bounces are batman-adv remedies; babeld heals a dead neighbour
+        itself (and re-adding its interface only interrupts it)."""
+        caps = self.capabilities
+        return caps is None or "batman_iv" in caps or "protocol:batman" in caps
+
     def candidates(self, d: Diagnosis, f: Features) -> list[Remedy]:
         out: list[Remedy] = []
         for name in RULES.get(d.kind, []):
+            if name in ("ogm_burst", "hardif_bounce") and not self._batman():
+                continue
             if name == "ogm_burst" and self._ok("set_orig_interval"):
                 acts, undo = self._burst(d, f, set(d.nodes))
                 out.append(Remedy(name, d, acts, undo, self.restore_after_s))
@@ -104,7 +113,7 @@ class Planner:
                 acts = [Action("quarantine", v, {}, reason=f"blackhole: probes through {v} fail")
                         for v in d.nodes]
                 undo: list[Action] = []
-                if self._ok("set_orig_interval"):
+                if self._ok("set_orig_interval") and self._batman():
                     b, undo = self._burst(d, f, set(d.nodes))
                     acts += b
                 out.append(Remedy(name, d, acts, undo, self.restore_after_s))
