@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +24,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_jsonl  # noqa: E402
 
 
 def _run(args: tuple[str, int, bool, float]) -> dict:
@@ -105,11 +107,7 @@ def main() -> None:
     lines.append({"case": "fault_free_100_loss5", "nodes": ff["nodes"], "sim_s": ff["duration_s"],
                   "actions": ff["actions"], "incidents": ff["false_incidents"],
                   "actions_per_100_node_hours": 100.0 * ff["actions"] / node_hours, "bar": 1.0})
-    out = Path("results/bench")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "detector_quality.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    os.replace(tmp, out / "detector_quality.jsonl")
+    write_jsonl(Path("results/bench") / "detector_quality.jsonl", lines)
     for x in lines:
         print(json.dumps(x))
 

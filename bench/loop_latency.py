@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_jsonl  # noqa: E402
 
 from twin.mapek.analyze import Analyzer  # noqa: E402
 from twin.mapek.monitor import Monitor  # noqa: E402
@@ -85,11 +87,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     lines = [case(100, 60 if a.quick else 400, 40.0), case(1000, 15 if a.quick else 80, 25.0), scoring_case()]
-    out = Path("results/bench")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "loop_latency.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    os.replace(tmp, out / "loop_latency.jsonl")
+    write_jsonl(Path("results/bench") / "loop_latency.jsonl", lines)
     for x in lines:
         print(json.dumps(x))
 

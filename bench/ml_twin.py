@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_jsonl  # noqa: E402
 
 
 def main() -> None:
@@ -48,11 +50,7 @@ def main() -> None:
                   "train_records": len(train), "test_records": len(test)})
     grid = T.remedy_outcomes(range(1, 6) if a.quick else range(1, 11), topology=T.GRID)
     lines.append({"case": "lowrank_adaptation", **T.adaptation_study(train + test, grid)})
-    out = Path("results/bench")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "ml_twin.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    os.replace(tmp, out / "ml_twin.jsonl")
+    write_jsonl(Path("results/bench") / "ml_twin.jsonl", lines)
     for x in lines:
         print(json.dumps(x))
 
