@@ -28,7 +28,7 @@ from twin.mapek.analyze import Diagnosis
 from twin.mapek.monitor import Features
 
 RULES: dict[str, list[str]] = {
-    "dead_relay": ["ogm_burst", "hardif_bounce"],
+    "dead_relay": ["ogm_burst", "hardif_bounce", "drop_dead_links"],
     "blackhole": ["quarantine", "hardif_bounce"],
     "partition": [],  # nothing on the mesh heals a cut; recorded for the operator
     "degraded_link": [],
@@ -94,6 +94,19 @@ class Planner:
         out: list[Remedy] = []
         for name in RULES.get(d.kind, []):
             if name in ("ogm_burst", "hardif_bounce") and not self._batman():
+                continue
+            if name == "drop_dead_links" and (self._batman() or not self._ok("hardif_down")):
+                continue
+            if name == "drop_dead_links":
+                # one interface per link (babeld on point-to-point links): taking down the interface
+                # toward the silent neighbour makes babeld retract its routes through it at once
+                # instead of waiting for its link cost to climb hello by hello
+                v = d.nodes[0]
+                nbrs = [f.names[i] for i in f.neighbours_of(f.names.index(v)) if f.reporting[i]]
+                acts = [Action("hardif_down", n, {"peer": v}, reason=f"{v} silent: drop the link to it") for n in nbrs]
+                undo = [Action("hardif_up", n, {"peer": v}, reason="restore the link") for n in nbrs]
+                if acts:
+                    out.append(Remedy(name, d, acts, undo, 30.0))
                 continue
             if name == "ogm_burst" and self._ok("set_orig_interval"):
                 acts, undo = self._burst(d, f, set(d.nodes))
