@@ -129,6 +129,8 @@ class AttackSpec(_M):
 class LoopSpec(_M):
     enabled: bool = False
     period: Duration = Field(0.1, gt=0.0, description="time between loop iterations")
+    warmup: Duration = Field(30.0, description="the loop learns but does not diagnose before this time (emu "
+                             "timelines start on a converged mesh, so a few seconds suffice there)")
     detector: Literal["rules", "isolation_forest"] = Field(
         "rules", description="rules: diagnosis only; isolation_forest: also score every node with a trained model")
     model: str | None = Field(None, description="anomaly model file (twin train detector), relative to the scenario")

@@ -40,7 +40,10 @@ def run_world(world: World, *, progress=None):
 
             plane = holder["plane"] = ControlPlane() if sc.loop.sign else None
             node_side = VerifyingAdapter(adapter, plane) if plane else adapter
-            ctl = holder["ctl"] = Controller(node_side, planner=Planner(allowed=sc.loop.actions), signer=plane)
+            from twin.mapek.analyze import Analyzer
+
+            ctl = holder["ctl"] = Controller(node_side, planner=Planner(allowed=sc.loop.actions), signer=plane,
+                                             analyzer=Analyzer(warmup_s=sc.loop.warmup))
         ctl.tick()
 
     def prog(t, _d=None):

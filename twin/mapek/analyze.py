@@ -45,6 +45,9 @@ class Analyzer:
         self.detector = detector
         self.warmup_s = warmup_s
         self.hold_s = 30.0  # a diagnosis the loop acted on stays, so its own effects are not new faults
+        self.flow_streak: dict[tuple[int, int], int] = {}
+        self.flow_ticks = 3
+        self.flow_diagnosis = False  # the controller turns it on when the adapter can steer flows
         self.last_action_t = -1e9
         self.blackhole_min_failures = blackhole_min_failures
         self.partition_min_nodes = partition_min_nodes
@@ -104,7 +107,9 @@ class Analyzer:
         streak = f.fail_streak if f.fail_streak is not None else np.zeros(n, np.int64)
         # a node relaying what it should (forward counter) is upstream of the drop, not the drop
         ratio = f.relay_ratio if f.relay_ratio is not None else np.full(n, np.nan)
-        relays = np.isnan(ratio) | (ratio < 0.5)
+        # without forward counters (babeld exposes none) a drop cannot be told from a reroute in
+        # progress: no blackhole verdict then, a false quarantine costs more than a late one
+        relays = ~np.isnan(ratio) & (ratio < 0.5)
         bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
                             & (streak >= 4) & (sil < 1.0) & relays)
         # explain the failing paths with as few suspects as possible: every relay upstream of a
@@ -154,6 +159,17 @@ class Analyzer:
             if len(recent) >= 4:
                 current[("flapping_link", (f.names[i],))] = Diagnosis(
                     "flapping_link", (f.names[i],), f.t, 0.6, {"churn_events_20s": len(recent)})
+        # a probe flow that delivered nothing for several ticks in a row is broken, whatever the cause
+        # (only worth a diagnosis where a fallback overlay can carry it)
+        for a, b, sent, ok in (f.flows if self.flow_diagnosis else []):
+            key = (a, b)
+            self.flow_streak[key] = self.flow_streak.get(key, 0) + 1 if (sent > 0 and ok == 0) else (
+                0 if ok > 0 else self.flow_streak.get(key, 0))
+        for (a, b), k in self.flow_streak.items():
+            if k >= self.flow_ticks:
+                names = (f.names[a], f.names[b])
+                current[("broken_flow", names)] = self.active.get(("broken_flow", names)) or Diagnosis(
+                    "broken_flow", names, f.t, 0.7, {"failed_ticks": k})
         new = [d for k, d in current.items() if k not in self.active]
         cleared = [d for k, d in self.active.items() if k not in current]
         for k, d in current.items():

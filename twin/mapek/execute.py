@@ -30,6 +30,7 @@ class Pending:
     restore_at_s: float | None
     alternatives: list[Remedy] = field(default_factory=list)
     restored: bool = False
+    settled: bool = False
 
 
 class Executor:
@@ -79,10 +80,12 @@ class Executor:
             if p.restore_at_s is not None and not p.restored and now >= p.restore_at_s:
                 restore.extend(p.remedy.restore)
                 p.restored = True
-            if now >= p.verify_by_s:
-                self.pending.remove(p)
-                if not p.restored and p.remedy.restore:
+            if now >= p.verify_by_s and not p.settled:
+                p.settled = True
+                settled.append((p, "resolved" if cleared else "unresolved"))
+                if not cleared and not p.restored and p.remedy.restore:  # did not help: roll back now
                     restore.extend(p.remedy.restore)
                     p.restored = True
-                settled.append((p, "resolved" if cleared else "unresolved"))
+            if p.settled and (p.restored or not p.remedy.restore):
+                self.pending.remove(p)
         return restore, settled

@@ -47,6 +47,7 @@ class Controller:
         self.knowledge = knowledge or KnowledgeBase()
         self.planner = planner or Planner(knowledge=self.knowledge)
         self.planner.capabilities = adapter.capabilities()
+        self.analyzer.flow_diagnosis = "steer_fallback" in self.planner.capabilities
         self.executor = Executor(adapter, signer=signer, verify_after_s=verify_after_s)
         self.run_id = run_id
         self.iterations: list[dict] = []

@@ -56,6 +56,7 @@ class Features:
     frame_silence: np.ndarray | None = None  # float[N]: s since any neighbour heard any frame of the node
     frame_silence_thr: np.ndarray | None = None  # float[N]: learned threshold for that silence
     degree_ratio: np.ndarray | None = None  # float[N]: neighbours hearing it now / usually
+    flows: list = field(default_factory=list)  # this tick's probe results: (src, dst, sent, delivered)
     relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
     failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
@@ -239,8 +240,10 @@ class Monitor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             relay_ratio_w = np.nanmean(np.vstack(list(self.ratio_window)), axis=0) if n else np.zeros(0)
+        flows = [(int(a), int(b), int(c), int(k)) for a, b, c, k in
+                 zip(tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok, strict=True)]
         return Features(
-            interval_ref=base_int, degree_ratio=deg_ratio, frame_silence=nsil, frame_silence_thr=thr,
+            flows=flows, interval_ref=base_int, degree_ratio=deg_ratio, frame_silence=nsil, frame_silence_thr=thr,
             relay_ratio=relay_ratio_w,
             failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
             fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence, required_miss=required,

@@ -31,6 +31,7 @@ RULES: dict[str, list[str]] = {
     "dead_relay": ["ogm_burst", "hardif_bounce", "drop_dead_links"],
     "blackhole": ["quarantine", "hardif_bounce"],
     "partition": [],  # nothing on the mesh heals a cut; recorded for the operator
+    "broken_flow": ["fallback_overlay"],
     "degraded_link": [],
     "flapping_link": [],
 }
@@ -94,6 +95,18 @@ class Planner:
         out: list[Remedy] = []
         for name in RULES.get(d.kind, []):
             if name in ("ogm_burst", "hardif_bounce") and not self._batman():
+                continue
+            if name == "fallback_overlay":
+                # the yggdrasil overlay routes on its own; a flow the mesh routing lost is carried
+                # there until the routing has healed (restored later)
+                if self.capabilities is None or "steer_fallback" not in self.capabilities or not self._ok(
+                        "steer_fallback"):
+                    continue
+                a, b = d.nodes
+                out.append(Remedy(name, d, [Action("steer_fallback", a, {"src": a, "dst": b},
+                                                   reason=f"flow {a}->{b} delivers nothing")],
+                                  [Action("unsteer_fallback", a, {"src": a, "dst": b}, reason="routing healed")],
+                                  20.0))
                 continue
             if name == "drop_dead_links" and (self._batman() or not self._ok("hardif_down")):
                 continue

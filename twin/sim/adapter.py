@@ -181,7 +181,8 @@ def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, dete
         kb = knowledge or KnowledgeBase()
         ctl = Controller(adapter, planner=Planner(allowed=sc.loop.actions, knowledge=kb,
                                                   base_interval_ms=int(round(sc.routing.orig_interval * 1000))),
-                         analyzer=Analyzer(detector=detector), signer=signer or (plane if sc.loop.sign else None),
+                         analyzer=Analyzer(detector=detector, warmup_s=sc.loop.warmup),
+                         signer=signer or (plane if sc.loop.sign else None),
                          knowledge=kb)
         handle.controller = ctl
         if detector_version:
