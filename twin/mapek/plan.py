@@ -75,7 +75,12 @@ class Planner:
 
     def _burst(self, d: Diagnosis, f: Features, exclude: set[str]) -> tuple[list[Action], list[Action]]:
         acts, undo = [], []
-        for i, name in enumerate(f.names):
+        # commands leave one by one as they are signed: destinations of failing probe flows first,
+        # their fresh OGMs are the ones that flush the stale routes those flows depend on
+        failing = {b for _a, b, sent, ok in f.flows if ok < sent}
+        order = sorted(range(len(f.names)), key=lambda i: (i not in failing, i))
+        for i in order:
+            name = f.names[i]
             if name in exclude or not f.reporting[i]:
                 continue
             base = int(round(float(f.interval[i]) * 1000)) if len(f.interval) else self.base_interval_ms
