@@ -109,6 +109,10 @@ def run(
             _fail(e)
         except ValueError as e:
             _fail(TwinError(str(e)))
+        except KeyboardInterrupt:
+            err.print(f"interrupted: the unfinished run of {path} was discarded; earlier runs are intact",
+                      markup=False, highlight=False)
+            raise typer.Exit(130) from None
     raise typer.Exit(1 if failed else 0)
 
 

@@ -159,7 +159,8 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
             w.json("summary.json", summary)
             w.json("run.json", journal)
             plot_timeline(an.timeseries, ev, an.faults, w.path("timeline.png"),
-                          f"{sc.name} ({mode}, seed {sc.seed})")
+                          f"{sc.name} ({mode}, seed {sc.seed}, loop {'on' if loop_info is not None else 'off'})",
+                          convergence_s=an.convergence_s)
             run_dir = w.commit()
         except BaseException:
             w.abort()

@@ -8,11 +8,12 @@ incidents most like this one, and reorders its candidates by their success rates
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from twin.atomic import write_text
 
 
 @dataclass
@@ -69,6 +70,4 @@ class KnowledgeBase:
         if not self.path:
             return
         data = {"incidents": [asdict(i) for i in self.past + self.incidents]}
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data, indent=1))

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import platform
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
+
+from twin.atomic import write_bytes
 
 __all__ = [
     "atomic_write_bytes",
@@ -39,23 +40,7 @@ SIDECAR_SUFFIX = ".meta.json"
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes 0600 files; keep the replaced file's mode, else a plain 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -18,8 +18,9 @@ import base64
 import hashlib
 import os
 import struct
-import tempfile
 from pathlib import Path
+
+from twin.atomic import write_bytes
 
 from .backends import Backend, get_backend
 from .backends.base import (
@@ -116,28 +117,9 @@ def unpack_fields(raw: bytes, count: int | None = None, what: str = "structure")
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> Path:
-    """Write ``data`` to ``path`` atomically with permissions ``mode``; returns the path.
-
-    Parent directories are created. The temporary file lives in the destination directory so
-    ``os.replace`` is a same-filesystem rename (atomic on POSIX).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """Write ``data`` to ``path`` atomically with permissions ``mode`` (set before any secret byte
+    is written); returns the path."""
+    return write_bytes(path, data, mode=mode)
 
 
 def encode_pem(label: str, data: bytes, headers: dict[str, str] | None = None) -> bytes:
