@@ -73,8 +73,48 @@ def _tail(p: Path, n: int = 2000) -> str:
         return "(missing)"
 
 
+class _Supervised:
+    """What every per-node daemon set shares: spawning with pid bookkeeping, start-all, liveness,
+    and waiting until each node's daemon is ready (a process that exits first is a failure)."""
+
+    procs: dict[str, Proc]
+    net: EmuNetwork
+    kind: str
+
+    def _spawn(self, node: str, argv: list[str], pid_name: str, wait: bool) -> Proc:
+        out, err = self.path(node, "out"), self.path(node, "err")
+        with open(out, "wb") as fo, open(err, "wb") as fe:
+            p = self.net.hosts[node].popen(argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        self.net.state.record_pid(f"{pid_name}-{self.net.index[node]}", p.pid)
+        self.procs[node] = Proc(node, self.kind, argv, p, out, err)
+        if wait:
+            self.wait_ready([node])
+        return self.procs[node]
+
+    def _poll_ready(self, nodes: list[str], ready, timeout_s: float, what: str, every_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = list(nodes)
+        while pending:
+            for n in pending:
+                if not self.procs[n].alive():
+                    raise self.procs[n].failure("exited during start")
+            pending = [n for n in pending if not ready(n)]
+            if pending and time.monotonic() > deadline:
+                raise self.procs[pending[0]].failure(f"{what} within {timeout_s:g}s")
+            if pending:
+                time.sleep(every_s)
+
+    def start_all(self, nodes: list[str]) -> None:
+        for n in nodes:
+            self.start(n, wait=False)
+        self.wait_ready(nodes)
+
+    def alive(self, node: str) -> bool:
+        return node in self.procs and self.procs[node].alive()
+
+
 @dataclass
-class Babel:
+class Babel(_Supervised):
     """babeld on every node, one config file per node, supervised and reconfigurable."""
 
     net: EmuNetwork
@@ -121,43 +161,19 @@ class Babel:
         conf.write_text(self.config(node))
         argv = ["babeld", "-I", str(self.path(node, "pid")), "-S", str(self.path(node, "state")),
                 "-c", str(conf)]
-        out, err = self.path(node, "out"), self.path(node, "err")
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            p = self.net.hosts[node].popen(argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
-        self.net.state.record_pid(f"babeld-{self.net.index[node]}", p.pid)
-        proc = Proc(node, self.kind, argv, p, out, err)
-        self.procs[node] = proc
-        if wait:
-            self.wait_ready([node])
-        return proc
+        return self._spawn(node, argv, "babeld", wait)
 
     def wait_ready(self, nodes: list[str], timeout_s: float = 10.0) -> None:
         """Ready = the local socket answers; a process that exits first is a start failure."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(nodes)
-        while pending:
-            still = []
-            for n in pending:
-                proc = self.procs[n]
-                if not proc.alive():
-                    raise proc.failure("exited during start")
-                try:
-                    self.request(n, "dump", timeout=0.5)
-                except OSError:
-                    still.append(n)
-            pending = still
-            if pending and time.monotonic() > deadline:
-                raise self.procs[pending[0]].failure(f"did not open its socket within {timeout_s:g}s")
-            if pending:
-                time.sleep(0.05)
 
-    def start_all(self, nodes: list[str]) -> None:
-        for n in nodes:
-            self.start(n, wait=False)
-        self.wait_ready(nodes)
+        def answers(n: str) -> bool:
+            try:
+                self.request(n, "dump", timeout=0.5)
+            except OSError:
+                return False
+            return True
 
-    def alive(self, node: str) -> bool:
-        return node in self.procs and self.procs[node].alive()
+        self._poll_ready(nodes, answers, timeout_s, "did not open its socket", 0.05)
 
     def stop(self, node: str, crash: bool = False) -> None:
         """SIGTERM (babeld retracts its routes) or, for a crash, SIGKILL (neighbours must time out)."""
@@ -260,7 +276,7 @@ class Babel:
 
 
 @dataclass
-class Yggdrasil:
+class Yggdrasil(_Supervised):
     """yggdrasil on every node as a fallback overlay, peered over the veths' link-local addresses
     (static ``InterfacePeers``, no multicast discovery, so the overlay topology is the graph)."""
 
@@ -301,40 +317,16 @@ class Yggdrasil:
         conf = self._configure(node)
         self.path(node, "sock").unlink(missing_ok=True)
         argv = ["yggdrasil", "-useconffile", str(conf), "-logto", str(self.path(node, "log"))]
-        out, err = self.path(node, "out"), self.path(node, "err")
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            p = self.net.hosts[node].popen(argv, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
-        self.net.state.record_pid(f"ygg-{self.net.index[node]}", p.pid)
-        self.procs[node] = Proc(node, self.kind, argv, p, out, err)
-        if wait:
-            self.wait_ready([node])
-        return self.procs[node]
+        return self._spawn(node, argv, "ygg", wait)
 
     def wait_ready(self, nodes: list[str], timeout_s: float = 15.0) -> None:
         """Ready = the admin socket answers and every neighbour whose daemon runs is a peer."""
-        deadline = time.monotonic() + timeout_s
-        pending = list(nodes)
-        while pending:
-            still = []
-            for n in pending:
-                if not self.procs[n].alive():
-                    raise self.procs[n].failure("exited during start")
-                want = sum(1 for p in self.net.graph.neighbors(n) if self.alive(p))
-                if len(self.peers(n)) < want:
-                    still.append(n)
-            pending = still
-            if pending and time.monotonic() > deadline:
-                raise self.procs[pending[0]].failure(f"not peered with its neighbours within {timeout_s:g}s")
-            if pending:
-                time.sleep(0.1)
 
-    def start_all(self, nodes: list[str]) -> None:
-        for n in nodes:
-            self.start(n, wait=False)
-        self.wait_ready(nodes)
+        def peered(n: str) -> bool:
+            want = sum(1 for p in self.net.graph.neighbors(n) if self.alive(p))
+            return len(self.peers(n)) >= want
 
-    def alive(self, node: str) -> bool:
-        return node in self.procs and self.procs[node].alive()
+        self._poll_ready(nodes, peered, timeout_s, "not peered with its neighbours", 0.1)
 
     def stop(self, node: str, crash: bool = False) -> None:
         if node in self.procs:
