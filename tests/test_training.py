@@ -55,3 +55,27 @@ def test_missing_model_is_a_clear_error(tmp_path):
     sc = parse("name: x\nduration: 5s\nloop: {enabled: true, detector: isolation_forest, model: nope.joblib}\n")
     with pytest.raises(RunError, match="twin train detector"):
         execute(sc, out=None)
+
+
+def test_planner_follows_a_fitted_ranker_over_the_rule_order():
+    """A ranker that learnt the bounce heals this kind of incident best reorders the remedies."""
+    from twin.mapek.monitor import Monitor
+    from twin.ml.ranking import ActionRanker, Outcome
+    from twin.sim.model import BatmanTwin
+    from twin.world import resolve
+
+    w = resolve(parse("name: x\ntopology: {kind: line, nodes: 5}\n"))
+    tw = BatmanTwin(w.graph, w.scenario.routing, 1)
+    tw.advance(60.0)
+    f = Monitor().observe(tw.telemetry(60.0))
+    d = Diagnosis("dead_relay", ("n2",), 60.0, 1.0)
+    from twin.mapek.plan import incident_vector
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, len(incident_vector(d, f))))
+    acts = ["ogm_burst", "hardif_bounce"] * 30
+    outs = [Outcome(a == "hardif_bounce", 1.0 if a == "hardif_bounce" else 20.0) for a in acts]
+    ranker = ActionRanker(model="logreg", random_state=0).fit(X, acts, outs)
+    names = [r.name for r in Planner(ranker=ranker).candidates(d, f)]
+    assert names[:2] == ["hardif_bounce", "ogm_burst"]
+    assert [r.name for r in Planner().candidates(d, f)][:2] == ["ogm_burst", "hardif_bounce"]

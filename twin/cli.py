@@ -189,7 +189,7 @@ def train_detector_cmd(
 def _mount_optional() -> None:
     try:
         from twin.emu.cli import emu_app
-    except Exception:  # noqa: BLE001 - emu is optional at import time (e.g. no mininet on a laptop)
+    except ImportError:  # emu is optional at import time (e.g. no mininet on a laptop)
         return
     app.add_typer(emu_app, name="emu", help="emulation helpers (clean up leftovers)")
 

@@ -151,9 +151,14 @@ class Planner:
         return self.rank(out, d, f)
 
     def rank(self, remedies: list[Remedy], d: Diagnosis, f: Features) -> list[Remedy]:
-        """Rule order, then reordered by past outcomes of similar incidents when known."""
+        """Rule order, or a fitted ActionRanker's order (trained on twin remedy outcomes, see
+        :mod:`twin.training`), then reordered by past outcomes of similar incidents when known."""
         for k, r in enumerate(remedies):
             r.score = 1.0 - 0.1 * k
+        if self.ranker is not None and len(remedies) > 1:
+            order = [name for name, _ in self.ranker.rank(incident_vector(d, f), [r.name for r in remedies])]
+            for r in remedies:
+                r.score = 1.0 - 0.1 * order.index(r.name)
         if self.knowledge is not None and remedies:
             rates = self.knowledge.success_rates(incident_vector(d, f))
             for r in remedies:
