@@ -137,6 +137,85 @@ def _with_progress(fn, duration: float, quiet: bool, name: str):
         return fn(lambda t: prog.update(task, completed=t))
 
 
+@app.command("compare")
+def compare_cmd(
+    scenario: Path = typer.Argument(..., help="scenario YAML file with at least one fault"),
+    seeds: int = typer.Option(5, "--seeds", "-n", help="how many seeds (meshes) to run in each mode"),
+    first_seed: int = typer.Option(None, "--first-seed", help="first seed (default: the scenario's seed)"),
+    out_dir: Path = typer.Option(Path("results"), "--out", "-o",
+                                 help="results root: runs go to <out>/<scenario>/, the comparison to "
+                                      "<out>/<scenario>/<id>-compare/"),
+    loop: str = typer.Option(None, "--loop", help="on | off: override the scenario's loop switch (both modes)"),
+    as_json: bool = typer.Option(False, "--json", help="print compare.json instead of the table"),
+) -> None:
+    """Run one scenario in the twin (sim) and on real daemons (emu, needs root) for several seeds,
+    and report how well they agree: MTTR medians within 20 %, delivery ratios within 2 pp.
+
+    Both sides run the very same file (same hello interval, faults and probe pairs per seed), so a
+    difference is one of model against daemon. Exit 0 when both bars hold, 1 when one does not.
+
+    Example:  sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
+    """
+    from twin.compare import compare, plot
+    from twin.results import RunWriter, new_run_id
+    from twin.scenario import load
+
+    if loop not in (None, "on", "off"):
+        _fail(TwinError(f"--loop must be on or off (got {loop!r})"))
+    if seeds < 1:
+        _fail(TwinError(f"--seeds must be at least 1 (got {seeds})"))
+    try:
+        sc = load(scenario)
+        s0 = sc.seed if first_seed is None else first_seed
+        seed_list = list(range(s0, s0 + seeds))
+        err.print(f"{sc.name}: {seeds} seed(s) x sim + emu ({sc.routing.protocol}), "
+                  f"~{sc.duration:.0f} s of wall time per emulation run", highlight=False)
+
+        def said(r) -> None:
+            m = ", ".join("not recovered" if v is None else f"{v:.2f}s" for v in r.mttr_s)
+            flag = f"  [red]excluded: {r.invalid}[/]" if r.invalid else ""
+            err.print(f"  {r.mode} seed {r.seed}: MTTR {m}, delivery {r.delivery_ratio} ({r.wall_s:.1f}s wall){flag}")
+
+        cmp = compare(sc, seed_list, out=out_dir, loop=None if loop is None else loop == "on", on_run=said)
+        rep = cmp.report()
+        w = RunWriter(out_dir, sc.name, new_run_id(s0, "compare"))
+        try:
+            w.json("compare.json", rep)
+            plot(rep, w.path("compare.png"))
+            where = w.commit()
+        except BaseException:
+            w.abort()
+            raise
+    except TwinError as e:
+        _fail(e)
+    except ValueError as e:
+        _fail(TwinError(str(e)))
+    except KeyboardInterrupt:
+        err.print("interrupted: the comparison was discarded; finished runs are intact", markup=False)
+        raise typer.Exit(130) from None
+    if as_json:
+        out.print_json(json.dumps(rep))
+    else:
+        m, d = rep["mttr"], rep["delivery"]
+        t = Table(title=f"{rep['scenario']}: twin (sim) vs emulation, {rep['valid_pairs']} seed(s)",
+                  title_justify="left")
+        for c in ("", "twin", "emu", "difference", "bar", "result"):
+            t.add_column(c, justify="right" if c else "left")
+        ok = lambda v: "[green]agree[/]" if v else "[red]DISAGREE[/]"  # noqa: E731
+        t.add_row("MTTR median (s)", str(m["sim_median_s"]), str(m["emu_median_s"]),
+                  "-" if m["rel_diff"] is None else f"{100 * m['rel_diff']:+.1f} %", f"±{100 * m['bar_rel']:.0f} %",
+                  ok(m["pass"]))
+        t.add_row("delivery ratio (mean)", str(d["sim_mean"]), str(d["emu_mean"]),
+                  "-" if d["diff_pp"] is None else f"{d['diff_pp']:+.2f} pp", f"±{d['bar_pp']:.0f} pp", ok(d["pass"]))
+        out.print(t)
+        if m["sim_not_recovered"] or m["emu_not_recovered"]:
+            out.print(f"  not recovered: twin {m['sim_not_recovered']}, emu {m['emu_not_recovered']}")
+        for x in rep["excluded"]:
+            out.print(f"  seed {x['seed']} excluded: {x['why']}")
+        out.print(f"  -> {where}")
+    raise typer.Exit(0 if rep["agree"] else 1)
+
+
 @app.command()
 def validate(files: list[Path] = typer.Argument(..., help="scenario YAML file(s)")) -> None:
     """Check scenario files: every problem with file:line, field path and what is allowed."""

@@ -107,12 +107,6 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     if mode == "sim":
         from twin.sim.runner import events_frame, run_sim
 
-        if sc.routing.protocol != "batman_iv":
-            from twin.errors import RunError
-
-            raise RunError(f"the sim twin models batman_iv only; routing.protocol {sc.routing.protocol} runs in "
-                           "emu (--mode emu, root) until the twin's babel model exists")
-
         tick = None
         controller = None
         if sc.loop.enabled or sc.attacks:

@@ -5,14 +5,9 @@ socket, or ``batctl oj``/``nj``) and reads interface counters with pyroute2; ``a
 real command (``ip link``, babeld interface reconfiguration, ``batctl``, nftables, restart).
 Nothing here reads ground truth: a crashed node is simply one whose daemon does not answer.
 
-Babel has no TQ, so quality values are derived from babel costs:
+Babel quality values (``link_tq``, ``orig_tq``) come from :mod:`twin.babel_metric`, shared with
+the sim babel model; besides:
 
-* ``link_tq = clip(round(255 * 256 / cost), 0, 255)``: 256 is babeld's cost of a lossless
-  wireless link, so a perfect link maps to 255 and a link whose ETX-style cost doubled (about
-  70 % delivery each way) to 127, like batman's TQ ~ 255 x delivery probability; cost 65535
-  (infinite) maps to 0.
-* ``orig_tq = round(255 * (240/255) ** (metric / 256))``: each ideal hop costs what batman's
-  default hop penalty (15) costs; an infinite metric maps to 0.
 * ``link_last_seen`` = leading zero bits of the neighbour's 16-bit hello history (``reach``)
   times the hello interval (babeld ages ``reach`` only when it notices missed hellos, so this
   lags by up to ~2 intervals); ``orig_last_seen`` = time since this adapter last saw a finite
@@ -31,36 +26,9 @@ from typing import Any
 import numpy as np
 
 from twin.adapter import ACTION_KINDS, Action, ActionResult, SignedAction, Telemetry
+from twin.babel_metric import BATMAN_HOP_PENALTY, INFINITY, hop_penalty_rxcost, link_quality, route_quality
 from twin.emu.capabilities import EmuError
-from twin.emu.daemons import BABEL_NOMINAL_COST, INFINITY, Babel, Batman, DaemonError
-
-BATMAN_HOP_PENALTY = 15
-
-
-def link_quality(cost: int) -> int:
-    if cost >= INFINITY or cost <= 0:
-        return 0
-    return int(min(255, round(255 * BABEL_NOMINAL_COST / cost)))
-
-
-def route_quality(metric: int) -> int:
-    if metric >= INFINITY:
-        return 0
-    return int(round(255 * ((255 - BATMAN_HOP_PENALTY) / 255) ** (metric / BABEL_NOMINAL_COST)))
-
-
-#: rxcost ceiling for hop_penalty: 32 ideal hops, so a penalised node stays reachable itself
-HOP_PENALTY_MAX_RXCOST = 32 * BABEL_NOMINAL_COST
-
-
-def hop_penalty_rxcost(value: int) -> int:
-    """Babel has no hop penalty. batman scales TQ by (255-hp)/255 per forwarding hop; the
-    closest babeld knob is the node's interface ``rxcost``, which raises the cost of each of its
-    links (both directions, so also its own traffic), scaled the same way and capped at
-    :data:`HOP_PENALTY_MAX_RXCOST` so that hp=255 steers transit traffic away without making the
-    node unreachable (uncapped, two such links would exceed babel's infinite metric)."""
-    value = max(0, min(255, int(value)))
-    return int(min(HOP_PENALTY_MAX_RXCOST, round(BABEL_NOMINAL_COST * 255 / max(1, 255 - value))))
+from twin.emu.daemons import Babel, Batman, DaemonError
 
 
 class _Reject(Exception):

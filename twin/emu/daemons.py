@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from twin.babel_metric import BABEL_NOMINAL_COST
 from twin.emu.capabilities import EmuError
 from twin.emu.network import EmuNetwork
 
 YGG_PORT = 14700
-#: babeld's nominal receive cost of a lossless wireless link (the cost -> quality mapping uses it)
-BABEL_NOMINAL_COST = 256
-INFINITY = 0xFFFF
 
 
 class DaemonError(EmuError):

@@ -19,6 +19,9 @@ from twin.mapek.loop import Controller
 from twin.sim.model import BatmanTwin
 
 CAPABILITIES = frozenset({"batman_iv", "twin"})
+#: the babel twin: what emu offers on babeld, less the yggdrasil overlay the twin does not model
+BABEL_CAPABILITIES = frozenset({"twin", "observe", "probes", "protocol:babel", "set_orig_interval", "set_hop_penalty",
+                                "hardif_down", "hardif_up", "quarantine", "unquarantine", "restart_routing"})
 
 
 class SimAdapter:
@@ -38,7 +41,11 @@ class SimAdapter:
         return float(self.env.now)
 
     def capabilities(self) -> frozenset[str]:
-        return CAPABILITIES
+        return BABEL_CAPABILITIES if self.babel else CAPABILITIES
+
+    @property
+    def babel(self) -> bool:
+        return getattr(self.twin, "protocol", "batman_iv") == "babel"
 
     def observe(self) -> Telemetry:
         self.twin.advance(self.env.now)
@@ -81,6 +88,8 @@ class SimAdapter:
             return ActionResult(a, False, now, rejected_reason=f"{a.node} unreachable (no answer)")
         tw.advance(now)
         st = tw.st
+        if self.babel:
+            return self._apply_babel(a, x, now)
         if a.kind == "set_orig_interval":
             ms = int(a.params.get("ms", 1000))
             if not 40 <= ms <= 60_000:
@@ -99,6 +108,31 @@ class SimAdapter:
             st.quarantined[x] = 1
         elif a.kind == "unquarantine":
             st.quarantined[x] = 0
+        elif a.kind == "restart_routing":
+            tw.reboot(x)
+        else:
+            return ActionResult(a, False, now, rejected_reason=f"{a.kind} has no model in sim (needs yggdrasil: emu)")
+        return ActionResult(a, True, now, detail=f"{a.kind} {a.params}")
+
+    def _apply_babel(self, a: Action, x: int, now: float) -> ActionResult:
+        """The same commands emu runs on babeld: hello interval, rxcost, interface down/up."""
+        tw = self.twin
+        if a.kind == "set_orig_interval":
+            ms = int(a.params.get("ms", 1000))
+            if not 20 <= ms <= 60_000:
+                return ActionResult(a, False, now, rejected_reason=f"interval {ms} ms outside 20..60000")
+            tw.set_hello_interval(x, ms / 1000.0)
+        elif a.kind == "set_hop_penalty":
+            tw.set_hop_penalty(x, int(a.params.get("value", 30)))
+        elif a.kind in ("hardif_down", "hardif_up"):
+            peer = a.params.get("peer")
+            if peer is not None and (peer not in tw.index or tw.st.nbr_index[x, tw.index[peer]] < 0):
+                return ActionResult(a, False, now, rejected_reason=f"{a.node} has no link to {peer}")
+            tw.hardif(x, up=a.kind == "hardif_up", peer=peer)
+        elif a.kind == "quarantine":
+            tw.st.quarantined[x] = 1
+        elif a.kind == "unquarantine":
+            tw.st.quarantined[x] = 0
         elif a.kind == "restart_routing":
             tw.reboot(x)
         else:

@@ -71,12 +71,22 @@ class GroundTruth:
         return hit
 
 
+def make_twin(world: World):
+    """The routing model the scenario asks for: batman-adv's B.A.T.M.A.N. IV or babeld's Babel."""
+    sc = world.scenario
+    if sc.routing.protocol == "babel":
+        from twin.sim.babel import BabelTwin
+
+        return BabelTwin(world.graph, sc.routing, sc.seed)
+    return BatmanTwin(world.graph, sc.routing, sc.seed)
+
+
 def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: float = 1.0,
-            progress: Callable[[float], None] | None = None, twin: BatmanTwin | None = None,
+            progress: Callable[[float], None] | None = None, twin=None,
             ) -> tuple[SimRecord, BatmanTwin]:
     """Run one scenario on the twin. ``loop_tick(env, twin)`` is a generator process factory."""
     sc = world.scenario
-    twin = twin or BatmanTwin(world.graph, sc.routing, sc.seed)
+    twin = twin or make_twin(world)
     env = simpy.Environment()
     rec = SimRecord()
     truth = GroundTruth(world.graph)
@@ -141,8 +151,14 @@ def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: flo
     env.run(until=sc.duration)
     twin.advance(sc.duration)
     rec.wall_s = time.perf_counter() - t0
-    rec.engine = {"engine": "batman_iv numba kernel", "nodes": twin.n, "directed_links": int(len(twin.st.nbr)),
-                  "ogm_tx": int(twin.st.tx.sum()), "ogm_rx": int(twin.st.rx.sum())}
+    if getattr(twin, "protocol", "batman_iv") == "babel":
+        rec.engine = {"engine": "babel (babeld 1.12 model)", "nodes": twin.n, "directed_links": int(len(twin.st.nbr)),
+                      "messages_tx": int(twin.st.tx.sum()), "messages_rx": int(twin.st.rx.sum()),
+                      "initial_convergence_s": round(float(twin.convergence_s), 3),
+                      "settled_s": round(float(twin.settled_s), 3)}
+    else:
+        rec.engine = {"engine": "batman_iv numba kernel", "nodes": twin.n, "directed_links": int(len(twin.st.nbr)),
+                      "ogm_tx": int(twin.st.tx.sum()), "ogm_rx": int(twin.st.rx.sum())}
     return rec, twin
 
 
