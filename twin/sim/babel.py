@@ -19,8 +19,9 @@ does rather than what RFC 8966 allows (file and function names are babeld's):
   per whole second with babeld's randomised rounding); a newly learnt route starts with a smoothed
   metric of at least ``INFINITY / 2``, so it replaces a working route only once that decays;
   switching needs both metric and smoothed metric to be better (hysteresis); routes expire after
-  ``max(6 x update interval, 15 s)`` without an update (unfeasible alternatives stay fresh too, as
-  babeld 1.12's dumps in ``emu`` show, so they are at hand once a new seqno makes them feasible).
+  ``max(6 x update interval, 15 s)`` without an update. Unfeasible alternatives are stored and kept
+  fresh too (babeld 1.12's dumps in ``emu`` list a route from every neighbour, feasible or not), so
+  they are at hand, with a settled smoothed metric, once a new seqno makes them feasible.
 * **Updates and requests**: a full update on every interface every ``roughly(U)``; triggered
   updates with babeld's urgency rules (``send_triggered_update``); on losing a route with no
   feasible alternative, a retraction and a seqno request, which hop-by-hop reaches the source,
@@ -63,6 +64,8 @@ SOURCE_GC_TIME = 200.0  # s: a feasibility distance older than this no longer co
 URGENT_JITTER = 0.010  # s: babeld flushes urgent messages within ~10 ms
 REQUEST_HOPS = 127
 SETTLE_POLL = 0.1  # s: how often emu checks for initial convergence
+RESEND_DELAY = 2.0  # s: babeld's ``resend_delay``, doubled on each resend
+RESEND_MAX = 2
 
 
 def seqno_plus(s: int, k: int) -> int:
@@ -488,12 +491,18 @@ class BabelTwin:
                 elif rt.r in self.routes[x].get(dst, {}):
                     self._update_route_metric(x, dst, rt)
 
-    def _ev_resend(self, x: int, g: int, dst: int, seqno: int) -> None:
+    def _ev_resend(self, x: int, g: int, dst: int, seqno: int, k: int) -> None:
+        """Resend an unsatisfied seqno request, backing off (babeld ``resend.c``)."""
         if g != self.gen[x] or not self.st.alive[x]:
             return
         rt = self._installed(x, dst)
-        if rt is None or rt.metric >= INFINITY or seqno_compare(rt.seqno, seqno) < 0:
-            self._send_all(x, URGENT_JITTER, ("seqreq", dst, seqno, REQUEST_HOPS))
+        if rt is not None and rt.metric < INFINITY and seqno_compare(rt.seqno, seqno) >= 0:
+            return  # satisfied
+        best = self._best(x, dst, False)
+        if best is not None:
+            self._send(x, best.r, URGENT_JITTER, ("seqreq", dst, seqno, REQUEST_HOPS))
+        if k < RESEND_MAX:
+            self._at(self.now + RESEND_DELAY * 2 ** k, "resend", x, g, dst, seqno, k + 1)
 
     def _ev_recv(self, x: int, r: int, msg: tuple) -> None:
         st = self.st
@@ -533,22 +542,44 @@ class BabelTwin:
             self._handle_seqreq(x, r, msg[1], msg[2], msg[3])
 
     def _handle_seqreq(self, x: int, r: int, dst: int, seqno: int, hops: int) -> None:
+        """babeld ``handle_request`` for a seqno request: the source raises its seqno; a node whose
+        route is recent enough answers urgently; otherwise it forwards toward the source."""
         if dst == x:
-            if seqno_compare(seqno, self.myseqno[x]) > 0:
+            if hops > 0 and seqno_compare(seqno, self.myseqno[x]) > 0 and seqno_minus(seqno, self.myseqno[x]) <= 100:
                 self.myseqno[x] = seqno_plus(self.myseqno[x], 1)
             self._send(x, r, URGENT_JITTER, ("update", [x]))
             return
         rt = self._installed(x, dst)
-        if rt is not None and rt.metric < INFINITY and seqno_compare(rt.seqno, seqno) >= 0:
+        if rt is not None and seqno_compare(seqno, rt.seqno) <= 0:
             self._send(x, r, URGENT_JITTER, ("update", [dst]))
             return
-        if hops <= 1:
+        if hops <= 1 or (rt is not None and seqno_minus(seqno, rt.seqno) > 100):
             return
-        succ = rt if rt is not None and rt.r != r and rt.metric < INFINITY else self._best(x, dst, True, exclude=r)
-        if succ is None:
+        req = self.requests[x].get(dst)
+        if req is not None and req[0] == seqno and self.now - req[2] < self._hello_s(x):
+            return  # request_redundant: already forwarded this one
+        succ = rt.r if rt is not None and rt.metric < INFINITY else -1
+        if succ < 0 or succ == r:
+            other = self._best(x, dst, False, exclude=r)
+            succ = other.r if other is not None and other.metric < INFINITY else -1
+        if succ < 0 or succ == r:
             return
         self.requests[x][dst] = [seqno, r, self.now]
-        self._send(x, succ.r, URGENT_JITTER, ("seqreq", dst, seqno, hops - 1))
+        self._send(x, succ, URGENT_JITTER, ("seqreq", dst, seqno, hops - 1))
+
+    def _request_resend(self, x: int, dst: int) -> None:
+        """babeld ``send_request_resend``: ask for a new seqno through the best route, feasible
+        or not, and resend while unsatisfied; with no route at all, multicast once."""
+        src = self.sources[x].get(dst)
+        if src is None:
+            return
+        want = src[0] if src[1] >= INFINITY else seqno_plus(src[0], 1)
+        best = self._best(x, dst, False)
+        if best is None:
+            self._send_all(x, URGENT_JITTER, ("seqreq", dst, want, REQUEST_HOPS))
+            return
+        self._send(x, best.r, URGENT_JITTER, ("seqreq", dst, want, REQUEST_HOPS))
+        self._at(self.now + RESEND_DELAY, "resend", x, int(self.gen[x]), dst, want, 1)
 
     # ---- routes -------------------------------------------------------------------------------
     def _installed(self, x: int, dst: int) -> Route | None:
@@ -649,9 +680,8 @@ class BabelTwin:
             return
         if refmetric >= INFINITY:
             return
-        if not feasible:
+        if not feasible:  # kept all the same: babeld 1.12 in emu lists every neighbour's route
             self._unfeasible_request(x, r, dst, seqno, metric, False)
-            return
         rt = table[r] = Route(r=r, seqno=seqno, refmetric=refmetric, cost=cost, time=self.now, hold=hold,
                               smoothed=0, smoothed_time=int(self.now))
         rt.smoothed = max(rt.metric, INFINITY // 2)
@@ -717,13 +747,10 @@ class BabelTwin:
         else:
             urgent = 0
         self._send_all(x, URGENT_JITTER if urgent else self._nonurgent(x), ("update", [dst]))
-        if old < INFINITY and new >= old + 288:
-            src = self.sources[x].get(dst)
-            if new >= old + 512 and src is not None:
-                want = src[0] if src[1] >= INFINITY else seqno_plus(src[0], 1)
-                self._send_all(x, URGENT_JITTER, ("seqreq", dst, want, REQUEST_HOPS))
-            else:
-                self._send_all(x, URGENT_JITTER, ("request", dst, 0, 0))
+        if old < INFINITY and new >= old + 512:
+            self._request_resend(x, dst)
+        elif old < INFINITY and new >= old + 288:
+            self._send_all(x, URGENT_JITTER, ("request", dst, 0, 0))
 
     def _flush_route(self, x: int, dst: int, rt: Route) -> None:
         lost = rt.installed
@@ -741,11 +768,7 @@ class BabelTwin:
         elif old < INFINITY:
             self._send_all(x, URGENT_JITTER, ("update", [dst]))  # a retraction (no installed route)
             if old <= INFINITY // 2:
-                src = self.sources[x].get(dst)
-                if src is not None:
-                    want = src[0] if src[1] >= INFINITY else seqno_plus(src[0], 1)
-                    self._send_all(x, URGENT_JITTER, ("seqreq", dst, want, REQUEST_HOPS))
-                    self._at(self.now + 2.0 * self._hello_s(x), "resend", x, int(self.gen[x]), dst, want)
+                self._request_resend(x, dst)
 
     # ---- faults and actions ---------------------------------------------------------------------
     def _edges(self, a: str, b: str) -> tuple[int, int]:
