@@ -161,3 +161,16 @@ def test_babel_telemetry_maps_costs_like_emu():
     assert 0 < tel.orig_tq[i, j] < tel.orig_tq[i, tw.index["n1"]] <= 255
     assert np.all(tel.link_tq == 255)  # every lossless link at nominal cost
     assert tel.forward_packets is None  # babeld keeps no relay counters
+
+
+def test_compare_without_root_says_so_before_running_anything(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    res = CliRunner().invoke(app, ["compare", "scenarios/babel-relay-crash.yaml", "--seeds", "2",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 3
+    assert "root" in res.output and "Traceback" not in res.output
+    assert not any(tmp_path.iterdir())  # not even the quick twin runs were started

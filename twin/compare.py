@@ -123,6 +123,14 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
         from twin.errors import RunError
 
         raise RunError(f"{sc.name}: compare needs at least one fault (MTTR is measured from faults)")
+    if "emu" in modes:
+        import os
+
+        if os.geteuid() != 0:
+            from twin.errors import RunError
+
+            raise RunError("twin compare runs the emulation side in network namespaces with real daemons: "
+                           "run it as root (sudo .venv/bin/twin compare ...)")
     cmp = Comparison(scenario=sc.name, protocol=sc.routing.protocol, seeds=list(seeds))
     done: dict[tuple[str, int], ModeRun] = {}
     for mode in modes:
