@@ -96,9 +96,12 @@ class Neighbour:
     ihu_interval: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Route:
-    """babeld's ``struct babel_route``: what neighbour ``r`` last said about ``dst``."""
+    """babeld's ``struct babel_route``: what neighbour ``r`` last said about ``dst``.
+
+    ``metric`` is ``min(refmetric + cost, INFINITY)``, kept up to date by :meth:`set_metric` (it
+    is read far more often than it changes)."""
 
     r: int
     seqno: int
@@ -109,10 +112,14 @@ class Route:
     smoothed: int
     smoothed_time: int
     installed: bool = False
+    metric: int = INFINITY
 
-    @property
-    def metric(self) -> int:
-        return min(self.refmetric + self.cost, INFINITY)
+    def __post_init__(self) -> None:
+        self.metric = min(self.refmetric + self.cost, INFINITY)
+
+    def set_metric(self, refmetric: int, cost: int) -> None:
+        self.refmetric, self.cost = refmetric, cost
+        self.metric = min(refmetric + cost, INFINITY)
 
 
 class BabelTwin:
@@ -640,7 +647,7 @@ class BabelTwin:
 
     def _change_metric(self, rt: Route, refmetric: int, cost: int) -> None:
         self._smoothed(rt)
-        rt.refmetric, rt.cost = refmetric, cost
+        rt.set_metric(refmetric, cost)
 
     def _update_route_metric(self, x: int, dst: int, rt: Route) -> None:
         old = rt.metric
