@@ -174,3 +174,17 @@ def test_compare_without_root_says_so_before_running_anything(tmp_path, monkeypa
     assert res.exit_code == 3
     assert "root" in res.output and "Traceback" not in res.output
     assert not any(tmp_path.iterdir())  # not even the quick twin runs were started
+
+
+@pytest.mark.parametrize("seed", [1, 5])
+def test_the_loop_heals_a_babel_relay_crash_faster_than_babel_alone(seed):
+    sc = load("scenarios/babel-relay-crash.yaml").model_copy(update={"seed": seed})
+    off = execute(sc, out=None, loop=False).summary["faults"][0]
+    on = execute(sc, out=None, loop=True).summary["faults"][0]
+    assert off["mttr_s"] is not None and on["mttr_s"] is not None
+    assert on["mttr_s"] < off["mttr_s"]
+    assert on["diagnosis"] == "dead_relay" and on["detected_s"] < off["mttr_s"]
+    crashed = on["label"].split("(")[1].split(")")[0]
+    # babeld's remedy: neighbours take down their interface toward the silent relay
+    assert on["actions"] and all(a["kind"] == "hardif_down" and a["params"].get("peer") == crashed
+                                 for a in on["actions"])
