@@ -212,6 +212,8 @@ def compare_cmd(
             out.print(f"  not recovered: twin {m['sim_not_recovered']}, emu {m['emu_not_recovered']}")
         for x in rep["excluded"]:
             out.print(f"  seed {x['seed']} excluded: {x['why']}")
+        for note in rep["notes"]:
+            out.print(f"  note: {note}")
         out.print(f"  -> {where}")
     raise typer.Exit(0 if rep["agree"] else 1)
 

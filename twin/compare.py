@@ -49,6 +49,7 @@ class Comparison:
     runs: list[tuple[ModeRun, ModeRun]] = field(default_factory=list)
     mttr_rel_bar: float = MTTR_REL_BAR
     delivery_pp_bar: float = DELIVERY_PP_BAR
+    notes: list[str] = field(default_factory=list)
 
     def valid_pairs(self) -> list[tuple[ModeRun, ModeRun]]:
         return [(s, e) for s, e in self.runs if not s.invalid and not e.invalid]
@@ -84,7 +85,7 @@ class Comparison:
             "scenario": self.scenario, "protocol": self.protocol, "seeds": self.seeds,
             "valid_pairs": len(pairs), "excluded": [{"seed": s.seed, "why": s.invalid or e.invalid}
                                                     for s, e in self.runs if s.invalid or e.invalid],
-            "mttr": mttr, "delivery": delivery, "agree": bool(mttr["pass"] and delivery["pass"]),
+            "mttr": mttr, "delivery": delivery, "agree": bool(mttr["pass"] and delivery["pass"]), "notes": self.notes,
             "runs": [{"seed": s.seed, "sim": _row(s), "emu": _row(e)} for s, e in self.runs],
         }
 
@@ -142,6 +143,10 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
             if on_run:
                 on_run(r)
     cmp.runs = [(done[(modes[0], s)], done[(modes[1], s)]) for s in seeds]
+    looped = sc.loop.enabled if loop is None else loop
+    if looped and "emu" in modes and sc.routing.protocol == "babel":
+        cmp.notes.append("loop on: in emu the loop may also steer flows onto the yggdrasil overlay, which the twin "
+                         "does not model, so remedies differ; --loop off compares the routing models alone")
     return cmp
 
 
