@@ -13,9 +13,10 @@ Cases (each in a fresh subprocess, so peak RSS is per case and includes the impo
 
 ``wall_s`` is the simulation itself (the run journal's ``wall_s``: SimPy processes + compiled OGM
 kernel); ``total_s`` adds scenario parsing, graph building, centrality, pair selection, the
-events table and the analysis. ``realtime_factor`` is ``sim_s / wall_s``. The machine is shared, so
-every line also carries ``execute_cpu_s`` (CPU time of the whole ``execute`` call, immune to other
-jobs taking the cores) and the 1-minute load average before and after.
+events table and the analysis. ``realtime_factor`` is ``sim_s / wall_s``; ``wall_ns_per_ogm_rx`` is
+``wall_s`` per OGM reception (``ogm_rx``), the cost per unit of kernel work, comparable across mesh
+sizes. The machine is shared, so every line also carries ``execute_cpu_s`` (CPU time of the whole
+``execute`` call, immune to other jobs taking the cores) and the 1-minute load average before and after.
 
     .venv/bin/python bench/sim_scale.py [--quick] [--cases rgg100,leipzig] [--out results/bench/sim_scale.jsonl]
 """
@@ -103,8 +104,11 @@ def _measure(sc, t_start: float) -> tuple[dict, object]:
         "peak_rss_mb": peak_rss_mb(),
         "crashed": f.get("label"), "mttr_s": f.get("mttr_s"), "affected_pairs": f.get("affected_pairs"),
         "delivery_ratio": res.summary["delivery_ratio"], "ogm_tx": res.journal["engine"].get("ogm_tx"),
+        "ogm_rx": res.journal["engine"].get("ogm_rx"),
         "route_changes": int((res.events["kind"] == "route_change").sum()),
     }
+    if row["ogm_rx"]:  # wall time per OGM reception: the kernel's cost per unit of work, comparable across sizes
+        row["wall_ns_per_ogm_rx"] = round(wall / row["ogm_rx"] * 1e9, 2)
     return row, res
 
 

@@ -62,7 +62,8 @@ class BatmanTwin:
         st = self.st
         while K.advance(st, t):
             self._drain_log()
-        self._drain_log()
+        if st.log_n[0]:
+            self._drain_log()
         self.t = t
 
     def _drain_log(self) -> None:
@@ -157,9 +158,9 @@ class BatmanTwin:
     def probe(self, src: np.ndarray, dst: np.ndarray, size_bytes: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         m = len(src)
-        code = np.zeros(m, np.int32)
-        hops = np.zeros(m, np.int32)
-        lat = np.zeros(m)
+        code = np.empty(m, np.int32)  # walk_batch writes every entry
+        hops = np.empty(m, np.int32)
+        lat = np.empty(m)
         st = self.st
         K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.routing.ttl),
                      self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
