@@ -55,7 +55,7 @@ from twin.adapter import Telemetry
 from twin.babel_metric import BABEL_NOMINAL_COST, INFINITY, hop_penalty_rxcost, link_quality, route_quality
 from twin.faults import Op
 from twin.scenario import RoutingSpec
-from twin.sim import batman_kernel as K
+from twin.sim.dataplane import DataPlane, link_params, mesh_csr
 from twin.sim.rng import new_stream
 
 SMOOTHING_HALF_LIFE = 4  # s, babeld's default ``smoothing-half-life``
@@ -122,21 +122,17 @@ class Route:
         self.metric = min(refmetric + cost, INFINITY)
 
 
-class BabelTwin:
+class BabelTwin(DataPlane):
     """Every node's babeld, advanced lazily to whatever time someone looks at it."""
 
     protocol = "babel"
 
     def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int, *, warm_up: bool = True):
         self.graph = graph
-        self.names = [str(n) for n in graph.nodes]
-        self.index = {n: i for i, n in enumerate(self.names)}
+        self.names, self.index, indptr, nbr = mesh_csr(graph)
         self.n = n = len(self.names)
         self.routing = routing
-        nbrs = [sorted(self.index[str(v)] for v in graph[u]) for u in graph.nodes]
-        indptr = np.zeros(n + 1, np.int32)
-        indptr[1:] = np.cumsum([len(x) for x in nbrs])
-        nbr = np.array([v for row in nbrs for v in row], np.int32)
+        self.probe_ttl = 64  # the IPv6 hop limit of the prober's packets
         e = len(nbr)
         src_of = np.repeat(np.arange(n, dtype=np.int32), np.diff(indptr)).astype(np.int32)
         nbr_index = np.full((n, n), -1, np.int32)
@@ -148,19 +144,12 @@ class BabelTwin:
             up=np.ones(e, np.uint8), loss=np.zeros(e), alive=np.ones(n, np.uint8),
             quarantined=np.zeros(n, np.uint8), tx=np.zeros(n, np.int64), rx=np.zeros(n, np.int64),
             interval=np.full(n, float(routing.hello_interval)), xs=np.full((n, n, 4), -1, np.int32))
-        self.delay = np.zeros(e)
-        self.rate = np.zeros(e)
-        for r in range(e):
-            d = graph.edges[self.names[src_of[r]], self.names[nbr[r]]]
-            self.st.loss[r] = d.get("loss", 0.0)
-            self.delay[r] = d.get("delay_s", 0.001)
-            self.rate[r] = d.get("rate_bps") or 0.0
+        self.delay, self.rate = link_params(graph, self.names, src_of, nbr, self.st.loss)
         self.blackhole = np.zeros(n, np.uint8)
         self.forwarded = np.zeros(n, np.int64)
         self.fault_down = np.zeros(e, bool)
         self.iface_off = np.zeros(e, bool)  # interfaces the loop took down (hardif_down)
         self.rxcost_nominal = np.full(n, BABEL_NOMINAL_COST, np.int64)
-        self.rng = new_stream(seed, "babel")  # xoshiro state, only for the walk's loss draws
         self.rng_data = new_stream(seed, "data")
         self._rand = np.random.default_rng(np.random.SeedSequence([seed, 11]))
         self._rbuf = self._rand.random(4096)
@@ -778,13 +767,6 @@ class BabelTwin:
                 self._request_resend(x, dst)
 
     # ---- faults and actions ---------------------------------------------------------------------
-    def _edges(self, a: str, b: str) -> tuple[int, int]:
-        i, j = self.index[a], self.index[b]
-        e1, e2 = int(self.st.nbr_index[i, j]), int(self.st.nbr_index[j, i])
-        if e1 < 0:
-            raise KeyError(f"no link {a}-{b}")
-        return e1, e2
-
     def _sync_up(self, e: int) -> None:
         self.st.up[e] = 0 if (self.fault_down[e] or self.iface_off[e] or self.iface_off[self.st.rev[e]]) else 1
 
@@ -796,20 +778,8 @@ class BabelTwin:
             self.gen[x] += 1  # babeld SIGKILLed: its timers die with it
         elif op.kind == "recover":
             self.reboot(self.index[op.node])
-        elif op.kind in ("link_down", "link_up"):
-            for e in self._edges(*op.link):
-                self.fault_down[e] = op.kind == "link_down"
-                self._sync_up(e)
-        elif op.kind == "link_set":
-            for e in self._edges(*op.link):
-                self.st.loss[e] = op.loss or 0.0
-                self.rate[e] = op.rate_bps or 0.0
-        elif op.kind == "blackhole_on":
-            self.blackhole[self.index[op.node]] = 1
-        elif op.kind == "blackhole_off":
-            self.blackhole[self.index[op.node]] = 0
-        else:  # pragma: no cover
-            raise ValueError(f"unknown op {op.kind}")
+        else:
+            self.apply_link_op(op)
 
     def hardif(self, x: int, *, up: bool, peer: str | None = None) -> None:
         """``ip link set IF down|up`` on node x (one interface toward ``peer``, or all): babeld
@@ -852,37 +822,6 @@ class BabelTwin:
         for r in range(self.st.indptr[x], self.st.indptr[x + 1]):
             if self.neigh[r] is not None:
                 self._update_neighbour_metric(x, r)
-
-    # ---- data plane ------------------------------------------------------------------------------
-    def probe(self, src: np.ndarray, dst: np.ndarray, size_bytes: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        m = len(src)
-        code = np.zeros(m, np.int32)
-        hops = np.zeros(m, np.int32)
-        lat = np.zeros(m)
-        st = self.st
-        K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, 64,
-                     self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
-                     code, hops, lat)
-        return code, hops, lat
-
-    def reachable_fraction(self) -> float:
-        live = np.flatnonzero(self.st.alive)
-        src = np.repeat(live, len(live)).astype(np.int32)
-        dst = np.tile(live, len(live)).astype(np.int32)
-        keep = src != dst
-        saved, fwd = self.st.loss.copy(), self.forwarded.copy()
-        self.st.loss[:] = 0.0
-        try:
-            code, _, _ = self.probe(src[keep], dst[keep], 100)
-        finally:
-            self.st.loss[:] = saved
-            self.forwarded[:] = fwd
-        return float((code == 0).mean()) if keep.any() else 0.0
-
-    def next_hop(self, node: str, dest: str) -> str | None:
-        r = int(self.st.xs[self.index[dest], self.index[node], 0])
-        return self.names[self.st.nbr[r]] if r >= 0 else None
 
     def metric(self, node: str, dest: str) -> int:
         rt = self._installed(self.index[node], self.index[dest])

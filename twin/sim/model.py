@@ -15,24 +15,21 @@ from twin.adapter import Telemetry
 from twin.faults import Op
 from twin.scenario import RoutingSpec
 from twin.sim import batman_kernel as K
+from twin.sim.dataplane import DataPlane, link_params, mesh_csr
 from twin.sim.rng import new_stream
 
 OUTCOMES = ("delivered", "lost", "no_route", "dead_hop", "ttl_exceeded", "blackholed", "src_dead")
 
 
-class BatmanTwin:
+class BatmanTwin(DataPlane):
     """Routing state of every node, advanced lazily to whatever time someone looks at it."""
 
     def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int):
         self.graph = graph
-        self.names = [str(n) for n in graph.nodes]
-        self.index = {n: i for i, n in enumerate(self.names)}
+        self.names, self.index, indptr, nbr = mesh_csr(graph)
         self.n = n = len(self.names)
         self.routing = routing
-        nbrs = [sorted(self.index[str(v)] for v in graph[u]) for u in graph.nodes]
-        indptr = np.zeros(n + 1, np.int32)
-        indptr[1:] = np.cumsum([len(x) for x in nbrs])
-        nbr = np.array([v for row in nbrs for v in row], np.int32)
+        self.probe_ttl = routing.ttl
         self.rng_ogm = new_stream(seed, "ogm")
         self.rng_data = new_stream(seed, "data")
         self.rng_misc = np.random.default_rng(np.random.SeedSequence([seed, 7]))
@@ -40,13 +37,7 @@ class BatmanTwin:
                                fwd_jitter=routing.forward_jitter, aggregation=routing.aggregation,
                                ttl=routing.ttl, hop_penalty=routing.hop_penalty, rng=self.rng_ogm)
         e = len(nbr)
-        self.delay = np.zeros(e)
-        self.rate = np.zeros(e)
-        for r in range(e):
-            d = graph.edges[self.names[self.st.src_of[r]], self.names[nbr[r]]]
-            self.st.loss[r] = d.get("loss", 0.0)
-            self.delay[r] = d.get("delay_s", 0.001)
-            self.rate[r] = d.get("rate_bps") or 0.0
+        self.delay, self.rate = link_params(graph, self.names, self.st.src_of, nbr, self.st.loss)
         self.blackhole = np.zeros(n, np.uint8)
         self.forwarded = np.zeros(n, np.int64)  # data frames relayed per node (batctl statistics)
         self.fault_down = np.zeros(e, bool)  # links a fault took down (ground truth)
@@ -79,35 +70,14 @@ class BatmanTwin:
         K.purge(self.st, self.t, self.routing.purge_neighbour, self.routing.purge_originator)
         self._drain_log()
 
-    # ---- edges --------------------------------------------------------------------------
-    def _edges(self, a: str, b: str) -> tuple[int, int]:
-        i, j = self.index[a], self.index[b]
-        e1 = int(self.st.nbr_index[i, j])
-        e2 = int(self.st.nbr_index[j, i])
-        if e1 < 0:
-            raise KeyError(f"no link {a}-{b}")
-        return e1, e2
-
     # ---- fault ops ----------------------------------------------------------------------
     def apply_op(self, op: Op) -> None:
         if op.kind == "crash":
             self.st.alive[self.index[op.node]] = 0
         elif op.kind == "recover":
             self.reboot(self.index[op.node])
-        elif op.kind in ("link_down", "link_up"):
-            for e in self._edges(*op.link):
-                self.fault_down[e] = op.kind == "link_down"
-                self._sync_up(e)
-        elif op.kind == "link_set":
-            for e in self._edges(*op.link):
-                self.st.loss[e] = op.loss or 0.0
-                self.rate[e] = op.rate_bps or 0.0
-        elif op.kind == "blackhole_on":
-            self.blackhole[self.index[op.node]] = 1
-        elif op.kind == "blackhole_off":
-            self.blackhole[self.index[op.node]] = 0
-        else:  # pragma: no cover
-            raise ValueError(f"unknown op {op.kind}")
+        else:
+            self.apply_link_op(op)
 
     def _sync_up(self, e: int) -> None:
         a, b = self.st.src_of[e], self.st.nbr[e]
@@ -154,43 +124,11 @@ class BatmanTwin:
         st.own_seq[x] = int(self.rng_misc.integers(1 << 20, 1 << 30))
         st.alive[x] = 1
 
-    # ---- data plane ---------------------------------------------------------------------
-    def probe(self, src: np.ndarray, dst: np.ndarray, size_bytes: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        m = len(src)
-        code = np.empty(m, np.int32)  # walk_batch writes every entry
-        hops = np.empty(m, np.int32)
-        lat = np.empty(m)
-        st = self.st
-        K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.routing.ttl),
-                     self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
-                     code, hops, lat)
-        return code, hops, lat
-
-    def reachable_fraction(self) -> float:
-        """Fraction of ordered pairs of live nodes whose route walk reaches the destination."""
-        live = np.flatnonzero(self.st.alive)
-        src = np.repeat(live, len(live)).astype(np.int32)
-        dst = np.tile(live, len(live)).astype(np.int32)
-        keep = src != dst
-        saved, fwd = self.st.loss.copy(), self.forwarded.copy()
-        self.st.loss[:] = 0.0  # reachability is about routes, not random loss
-        try:
-            code, _, _ = self.probe(src[keep], dst[keep], 100)
-        finally:
-            self.st.loss[:] = saved
-            self.forwarded[:] = fwd
-        return float((code == 0).mean()) if keep.any() else 0.0
-
     def tq(self, node: str, orig: str) -> int:
         """Ring-average TQ of ``node``'s selected route toward ``orig`` (0 when none)."""
         o, x = self.index[orig], self.index[node]
         r = self.st.router[o, x]
         return K.ring_avg(self.st, o, int(r)) if r >= 0 else 0
-
-    def next_hop(self, node: str, dest: str) -> str | None:
-        r = self.st.router[self.index[dest], self.index[node]]
-        return self.names[self.st.nbr[r]] if r >= 0 else None
 
     # ---- telemetry (what batctl oj / nj would print on every live node) -------------------
     def telemetry(self, now: float) -> Telemetry:

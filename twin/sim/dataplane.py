@@ -1,0 +1,104 @@
+"""What every routing model of the twin shares: the mesh as CSR arrays, per-link loss, delay and
+rate, the link and blackhole faults, and the data plane.
+
+The routing models differ in how next hops come about (B.A.T.M.A.N. IV's OGM floods, babeld's
+updates and feasibility); once they are in ``st.xs[dst, node, 0]`` (the in-edge of ``node`` whose
+neighbour is the next hop toward ``dst``, -1 for none), probes walk them the same way, so a
+delivery ratio in one model means the same thing as in the other.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from twin.faults import Op
+from twin.sim import batman_kernel as K
+
+
+def mesh_csr(graph: nx.Graph) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray]:
+    """Node names, name -> index, and the CSR adjacency (``indptr``, sorted neighbour indices)."""
+    names = [str(n) for n in graph.nodes]
+    index = {n: i for i, n in enumerate(names)}
+    nbrs = [sorted(index[str(v)] for v in graph[u]) for u in graph.nodes]
+    indptr = np.zeros(len(names) + 1, np.int32)
+    indptr[1:] = np.cumsum([len(x) for x in nbrs])
+    nbr = np.array([v for row in nbrs for v in row], np.int32)
+    return names, index, indptr, nbr
+
+
+def link_params(graph: nx.Graph, names: list[str], src_of: np.ndarray, nbr: np.ndarray, loss: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``loss`` per directed edge from the graph; returns per-edge delay (s) and rate (bit/s, 0: none)."""
+    e = len(nbr)
+    delay = np.zeros(e)
+    rate = np.zeros(e)
+    for r in range(e):
+        d = graph.edges[names[src_of[r]], names[nbr[r]]]
+        loss[r] = d.get("loss", 0.0)
+        delay[r] = d.get("delay_s", 0.001)
+        rate[r] = d.get("rate_bps") or 0.0
+    return delay, rate
+
+
+class DataPlane:
+    """Mixin of the routing twins. Needs ``st`` (``xs``, ``nbr``, ``nbr_index``, ``up``, ``alive``,
+    ``quarantined``, ``loss``), ``names``, ``index``, ``delay``, ``rate``, ``blackhole``,
+    ``forwarded``, ``fault_down``, ``rng_data``, ``probe_ttl`` and a ``_sync_up(edge)`` that
+    recomputes ``st.up`` from ``fault_down`` and the model's own interface state."""
+
+    def _edges(self, a: str, b: str) -> tuple[int, int]:
+        i, j = self.index[a], self.index[b]
+        e1, e2 = int(self.st.nbr_index[i, j]), int(self.st.nbr_index[j, i])
+        if e1 < 0:
+            raise KeyError(f"no link {a}-{b}")
+        return e1, e2
+
+    def apply_link_op(self, op: Op) -> None:
+        """The faults that act on links and forwarding alone, the same for every routing model."""
+        if op.kind in ("link_down", "link_up"):
+            for e in self._edges(*op.link):
+                self.fault_down[e] = op.kind == "link_down"
+                self._sync_up(e)
+        elif op.kind == "link_set":
+            for e in self._edges(*op.link):
+                self.st.loss[e] = op.loss or 0.0
+                self.rate[e] = op.rate_bps or 0.0
+        elif op.kind == "blackhole_on":
+            self.blackhole[self.index[op.node]] = 1
+        elif op.kind == "blackhole_off":
+            self.blackhole[self.index[op.node]] = 0
+        else:  # pragma: no cover
+            raise ValueError(f"unknown op {op.kind}")
+
+    def probe(self, src: np.ndarray, dst: np.ndarray, size_bytes: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Walk each (src, dst) pair hop by hop: outcome code, hops and latency per probe."""
+        m = len(src)
+        code = np.empty(m, np.int32)  # walk_batch writes every entry
+        hops = np.empty(m, np.int32)
+        lat = np.empty(m)
+        st = self.st
+        K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.probe_ttl),
+                     self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
+                     code, hops, lat)
+        return code, hops, lat
+
+    def reachable_fraction(self) -> float:
+        """Fraction of ordered pairs of live nodes whose route walk reaches the destination."""
+        live = np.flatnonzero(self.st.alive)
+        src = np.repeat(live, len(live)).astype(np.int32)
+        dst = np.tile(live, len(live)).astype(np.int32)
+        keep = src != dst
+        saved, fwd = self.st.loss.copy(), self.forwarded.copy()
+        self.st.loss[:] = 0.0  # reachability is about routes, not random loss
+        try:
+            code, _, _ = self.probe(src[keep], dst[keep], 100)
+        finally:
+            self.st.loss[:] = saved
+            self.forwarded[:] = fwd
+        return float((code == 0).mean()) if keep.any() else 0.0
+
+    def next_hop(self, node: str, dest: str) -> str | None:
+        r = int(self.st.xs[self.index[dest], self.index[node], 0])
+        return self.names[self.st.nbr[r]] if r >= 0 else None
