@@ -105,6 +105,7 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
     g = nx.path_graph(["n0", "n1", "n2"])
     results: dict[str, object] = {}
     telemetry = []
+    during_q = []
 
     def tick(ad: EmuAdapter) -> None:
         t = ad.now()
@@ -115,6 +116,8 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
         if t >= 2.0 and "q" not in results:
             results["q"] = ad.apply(SignedAction(Action("quarantine", "n1")))
             results["t_q"] = t
+        if t >= 3.5 and "q" in results and "u" not in results:
+            during_q.append(ad.observe())  # sampled each tick: babeld ages reach only at its checks
         if t >= 5.0 and "u" not in results:
             telemetry.append(ad.observe())
             results["u"] = ad.apply(SignedAction(Action("unquarantine", "n1")))
@@ -149,10 +152,12 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
                 return int(q_), float(age)
         return None
 
-    before, during = link(tel, "n0", "n1"), link(tel_q, "n0", "n1")
+    before = link(tel, "n0", "n1")
     assert before[1] < 1.5
-    # babeld only ages ``reach`` when it notices missed hellos, so last_seen lags: check the trend
-    assert during is None or (during[0] < before[0] and during[1] > before[1]), (before, during)
+    # babeld only ages ``reach`` when it notices missed hellos (every ~1.5 hellos, later on a busy
+    # host), so last_seen lags: some sample in the last 1.5 s of the quarantine must show the decay
+    samples = [link(x, "n0", "n1") for x in [*during_q, tel_q]]
+    assert any(d is None or (d[1] > before[1] and d[1] >= 1.0) for d in samples), (before, samples)
     assert np.all(tel_q.probe_ok <= tel_q.probe_sent)
     _no_leftovers(run.run_id)
 
