@@ -179,8 +179,10 @@ def plot(report: dict, path: Path) -> None:
     b.set_xlabel("seed")
     b.set_ylabel("delivery ratio")
     m, d = report["mttr"], report["delivery"]
+    rel = "n/a" if m["rel_diff"] is None else f"{100 * m['rel_diff']:+.1f} %"
+    dpp = "n/a" if d["diff_pp"] is None else f"{d['diff_pp']:+.2f} pp"
     fig.suptitle(f"{report['scenario']} ({report['protocol']}): MTTR median twin {m['sim_median_s']} s vs "
-                 f"emu {m['emu_median_s']} s, delivery {d['diff_pp']} pp", fontsize=10)
+                 f"emu {m['emu_median_s']} s ({rel}), delivery {dpp}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
