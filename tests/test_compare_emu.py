@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.emu, pytest.mark.skipif(os.geteuid() != 0, reason="emu
 SMALL = """
 name: cmp-small
 seed: 2
-duration: 22s
+duration: 30s
 topology: {kind: ring, nodes: 6}
 routing: {protocol: babel, hello_interval: 1s}
 traffic:
