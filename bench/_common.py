@@ -14,7 +14,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,21 +44,10 @@ def emit(row: dict, rows: list[dict] | None = None) -> dict:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    """Write ``rows`` as JSON lines to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``rows`` as JSON lines to ``path`` atomically (:mod:`twin.atomic`)."""
+    from twin.atomic import write_text
+
+    return write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def run_reference(args: list[str], timeout: float = 1800) -> dict:

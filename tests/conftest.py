@@ -54,3 +54,17 @@ def reference_model(shared_dir: Path) -> Path:
     if not REFERENCE.is_file():
         pytest.skip(f"needs the reference model {REFERENCE}, absent here")
     return REFERENCE
+
+
+def _pqc_backends() -> list[str]:
+    from twin.pqc import available_backends
+
+    return available_backends()
+
+
+@pytest.fixture(params=_pqc_backends())
+def backend(request):
+    """Every PQC backend this machine has (cryptography always; liboqs when its library is found)."""
+    from twin.pqc import get_backend
+
+    return get_backend(request.param)

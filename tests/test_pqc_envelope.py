@@ -18,9 +18,7 @@ from twin.pqc import (
     ReplayError,
     RevokedError,
     TamperedError,
-    available_backends,
     envelope_size,
-    get_backend,
     make_signed_action,
     sign_action,
     sign_telemetry,
@@ -29,11 +27,6 @@ from twin.pqc import (
 
 T0 = 5_000.0
 ACTION = Action("set_hop_penalty", "n003", {"value": 255}, reason="flapping link")
-
-
-@pytest.fixture(params=available_backends())
-def backend(request):
-    return get_backend(request.param)
 
 
 @pytest.fixture

@@ -17,17 +17,10 @@ from twin.pqc import (
     RevokedError,
     ServerHello,
     TamperedError,
-    available_backends,
-    get_backend,
     run_handshake,
 )
 
 T0 = 100.0
-
-
-@pytest.fixture(params=available_backends())
-def backend(request):
-    return get_backend(request.param)
 
 
 @pytest.fixture

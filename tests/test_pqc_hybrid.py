@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from kyber_py.ml_kem import ML_KEM_768
 
-from twin.pqc import InvalidKeyError, TamperedError, available_backends, get_backend
+from twin.pqc import InvalidKeyError, TamperedError
 from twin.pqc.hybrid import (
     XWING_CIPHERTEXT_SIZE,
     XWING_LABEL,
@@ -104,11 +104,6 @@ V_SS = "953f7f4e8c5b5049bdc771d1dffada0dd961477d1a2ae0988baa7ea6898d893f"
 
 def _h(s: str) -> bytes:
     return bytes.fromhex("".join(s.split()))
-
-
-@pytest.fixture(params=available_backends())
-def backend(request):
-    return get_backend(request.param)
 
 
 def test_label_and_sizes():

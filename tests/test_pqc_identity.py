@@ -14,18 +14,11 @@ from twin.pqc import (
     RevokedError,
     TamperedError,
     TrustBundle,
-    available_backends,
-    get_backend,
     parse_spiffe_id,
     spiffe_id,
 )
 
 T0 = 1_000.0
-
-
-@pytest.fixture(params=available_backends())
-def backend(request):
-    return get_backend(request.param)
 
 
 @pytest.fixture

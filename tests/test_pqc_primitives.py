@@ -27,11 +27,6 @@ MODULUS_FILE = DATA_DIR / "ML-KEM_modulus_ML-KEM-768.txt.gz"
 SEEDS = [hashlib.sha3_512(b"meshtwin-kat-%d" % i).digest() for i in range(3)]  # 64 bytes each
 
 
-@pytest.fixture(params=available_backends())
-def backend(request):
-    return get_backend(request.param)
-
-
 def _seedable_dsa(backend):
     try:
         return backend.sig_from_seed(bytes(32))
