@@ -100,8 +100,9 @@ def run(
                     for f in res.summary["faults"]:
                         m = "not recovered" if f["mttr_s"] is None else f"MTTR {f['mttr_s']:.2f}s"
                         out.print(f"  {f['label']}: {m}, {f['affected_pairs']} pair(s) affected")
-                    out.print(f"  delivery ratio {res.summary['delivery_ratio']}, "
-                              f"{res.journal.get('realtime_factor')}x real time -> {res.run_dir}")
+                    out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "
+                              f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
+                              f"{res.run_dir}")
                 failed |= not res.passed
             if compare:
                 _print_compare(summaries)
