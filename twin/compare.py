@@ -18,6 +18,7 @@ not the mesh) and reported as such; so is its twin partner, to keep the pairs pa
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -125,8 +126,6 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
 
         raise RunError(f"{sc.name}: compare needs at least one fault (MTTR is measured from faults)")
     if "emu" in modes:
-        import os
-
         if os.geteuid() != 0:
             from twin.errors import RunError
 

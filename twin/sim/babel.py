@@ -169,6 +169,7 @@ class BabelTwin(DataPlane):
         self.routes: list[dict[int, dict[int, Route]]] = [{} for _ in range(n)]  # x -> dst -> r -> route
         self.sources: list[dict[int, list]] = [{} for _ in range(n)]  # x -> dst -> [seqno, metric, time]
         self.requests: list[dict[int, list]] = [{} for _ in range(n)]  # x -> dst -> [seqno, from r, time]
+        self._seen = np.full((n, n), np.nan)  # when each node last had a finite route to each other
         self.last_change = 0.0
         self.convergence_s = math.nan
         self.settled_s = math.nan
@@ -224,6 +225,13 @@ class BabelTwin(DataPlane):
                                            ("new", "i4")]).view(np.recarray)
             self.route_log.append(a)
             self._log = []
+
+    def engine_info(self) -> dict:
+        """What ran and how much work it did, for the run journal."""
+        return {"engine": "babel (babeld 1.12 model)", "nodes": self.n, "directed_links": int(len(self.st.nbr)),
+                "messages_tx": int(self.st.tx.sum()), "messages_rx": int(self.st.rx.sum()),
+                "initial_convergence_s": round(float(self.convergence_s), 3),
+                "settled_s": round(float(self.settled_s), 3)}
 
     def purge(self) -> None:
         """babeld expires routes on its own timers; nothing to do on the runner's purge tick."""
@@ -835,8 +843,6 @@ class BabelTwin(DataPlane):
         nh = np.full((n, n), -1, np.int32)
         tq = np.zeros((n, n), np.uint8)
         metric = np.full((n, n), -1, np.int32)
-        if not hasattr(self, "_seen"):
-            self._seen = np.full((n, n), np.nan)
         for x in np.flatnonzero(alive):
             for dst in self.routes[x]:
                 rt = self._installed(int(x), dst)

@@ -66,6 +66,11 @@ class BatmanTwin(DataPlane):
                  st.log_new[:k].copy()], names="t,node,orig,old,new"))
         st.log_n[0] = 0
 
+    def engine_info(self) -> dict:
+        """What ran and how much work it did, for the run journal."""
+        return {"engine": "batman_iv numba kernel", "nodes": self.n, "directed_links": int(len(self.st.nbr)),
+                "ogm_tx": int(self.st.tx.sum()), "ogm_rx": int(self.st.rx.sum())}
+
     def purge(self) -> None:
         K.purge(self.st, self.t, self.routing.purge_neighbour, self.routing.purge_originator)
         self._drain_log()

@@ -151,14 +151,7 @@ def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: flo
     env.run(until=sc.duration)
     twin.advance(sc.duration)
     rec.wall_s = time.perf_counter() - t0
-    if getattr(twin, "protocol", "batman_iv") == "babel":
-        rec.engine = {"engine": "babel (babeld 1.12 model)", "nodes": twin.n, "directed_links": int(len(twin.st.nbr)),
-                      "messages_tx": int(twin.st.tx.sum()), "messages_rx": int(twin.st.rx.sum()),
-                      "initial_convergence_s": round(float(twin.convergence_s), 3),
-                      "settled_s": round(float(twin.settled_s), 3)}
-    else:
-        rec.engine = {"engine": "batman_iv numba kernel", "nodes": twin.n, "directed_links": int(len(twin.st.nbr)),
-                      "ogm_tx": int(twin.st.tx.sum()), "ogm_rx": int(twin.st.rx.sum())}
+    rec.engine = twin.engine_info()
     return rec, twin
 
 
