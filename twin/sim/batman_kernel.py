@@ -75,39 +75,59 @@ State = namedtuple(
     [
         # topology (CSR, directed edge e = (src_of[e] -> nbr[e]) stored in src's row)
         "indptr", "nbr", "rev", "src_of", "nbr_index",
-        # per directed edge: link state
-        "up", "loss",
+        # per directed edge e = (src_of[e] -> nbr[e]): link state; the receiver's link TQ toward the sender
+        # (tq_own * asym, refreshed at epoch ends) and when the receiver last heard the sender. These two
+        # are indexed by the sender's edge so that one transmission reads them from one cache line.
+        "up", "loss", "link_q", "heard",
         # per node
         "alive", "quarantined", "hop_penalty", "interval", "next_orig", "own_seq", "tx", "rx",
         # per in-edge r (edge in the receiver's row; the neighbour is nbr[r])
-        "recv_mask", "echo_mask", "link_prod", "nbr_last_seen",
-        # per (orig, in-edge): packed ring record rb[o, r] = [5 ring bytes, pos, count of non-zero, pad]
-        "rb", "seen_seq",
-        # per (orig, node): packed record xs[o, x] = [router, last_seq, last_ttl, in-edge of x from o]
+        "recv_mask", "echo_mask",
+        # per (orig, in-edge): packed ring record rb[o, r] = [5 ring bytes (newest first), generation (2 bytes),
+        # low byte of the last sequence number this neighbour sent]
+        "rb",
+        # per (orig, node): packed record xs[o, x] = [router, last_seq, last_ttl | router's ring average << 8
+        # | generation << 16, in-edge of x from o]
         "xs", "orig_last_seen", "last_reset",
+        # per originator: its own random stream (loss draws, forward delays, OGM jitter)
+        "rng_o",
         # scheduling
         # (fq_t, fq_p: the pending transmissions of the running flood, see _advance)
-        "oheap", "oheap_n", "fq_t", "fq_p",
+        "oheap", "oheap_n", "fq_t", "fq_p", "fq_i",
         # route-change log and scalar parameters
         "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n",
         "params", "rng",
         # views into the packed records, for Python-side readers (not used by the hot loop)
-        "ring", "ring_pos", "ring_cnt", "router", "last_seq", "last_ttl", "in_edge_from",
+        "ring", "router", "last_seq", "last_ttl", "in_edge_from",
         # rb read as one little-endian uint64 word per record (what the hot loop uses)
         "rbw",
         # scratch rebuilt by every advance call: receivers that can hear, packed edge records
         "rxok", "erec",
+        # epochs: originators that flooded in the current epoch (their links' TQs are refreshed at its end)
+        "dirty", "dirty_list", "dirty_n",
+        # the running batch of floods, and per-thread counters, last-seen times and route logs
+        "b_o", "b_t0", "b_seq", "b_lo", "b_hi", "in_batch", "cnt_x", "ltx_x", "lost_x", "nls_x",
+        "plog_t", "plog_node", "plog_orig", "plog_old", "plog_new", "plog_n",
     ],
 )
-# params: [jitter, fwd_jitter, aggregation, ttl, oldest neighbour last-seen, oldest originator last-seen]
-# (the last two: lower bounds that let purge skip its scans, see purge)
+# params: [jitter, fwd_jitter, aggregation, ttl, oldest neighbour last-seen, oldest originator last-seen,
+#          end of the current epoch, time of the last sync_rings]
+# (4 and 5: lower bounds that let purge skip its scans, see purge)
 
 
 def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, jitter: float,
                fwd_jitter: float, aggregation: float, ttl: int, hop_penalty: int, rng: np.ndarray,
-               log_capacity: int = 1 << 16) -> State:
-    """Allocate the whole twin state once (no allocation inside the hot loop)."""
+               log_capacity: int = 1 << 17, threads: int | None = None) -> State:
+    """Allocate the whole twin state once (no allocation inside the hot loop).
+
+    ``rng`` draws each node's phase and seeds each originator's own stream. ``threads`` (default: the
+    cores numba uses, at most 8) only decides how many cores large batches of floods run on; results
+    do not depend on it.
+    """
     e = len(nbr)
+    if threads is None:
+        threads = nb.config.NUMBA_NUM_THREADS
+    threads = max(1, min(8, int(threads)))
     src_of = np.repeat(np.arange(n, dtype=np.int32), np.diff(indptr)).astype(np.int32)
     nbr_index = np.full((n, n), -1, np.int32)
     nbr_index[src_of, nbr] = np.arange(e, dtype=np.int32)
@@ -123,32 +143,55 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         raise ValueError(f"the kernel needs a little-endian host, < 2**21 nodes and < 2**30 edges ({n}, {e})")
     st = State(
         indptr=indptr.astype(np.int32), nbr=nbr.astype(np.int32), rev=rev, src_of=src_of, nbr_index=nbr_index,
-        up=np.ones(e, np.uint8), loss=np.zeros(e, np.float64),
+        up=np.ones(e, np.uint8), loss=np.zeros(e, np.float64), link_q=np.zeros(e, np.int32),
+        heard=np.full(e, -1.0),
         alive=np.ones(n, np.uint8), quarantined=np.zeros(n, np.uint8),
         hop_penalty=np.full(n, hop_penalty, np.int32), interval=np.full(n, interval, np.float64),
         next_orig=np.zeros(n, np.float64), own_seq=np.zeros(n, np.int64),
         tx=np.zeros(n, np.int64), rx=np.zeros(n, np.int64),
         recv_mask=np.zeros(e, np.uint64), echo_mask=np.zeros(e, np.uint64),
-        link_prod=np.zeros(e, np.int32), nbr_last_seen=np.full(e, -1.0),
-        rb=rb, seen_seq=np.full((n, e), -1, np.int32),
+        rb=rb,
         xs=xs, orig_last_seen=np.full((n, n), -1.0), last_reset=np.full((n, n), -1e9),
+        rng_o=_originator_streams(rng, n),
         oheap=np.zeros(n, np.int32), oheap_n=np.zeros(1, np.int64),
-        fq_t=np.zeros(e + n + 8), fq_p=np.zeros(e + n + 8, np.uint64),
+        fq_t=np.zeros((threads, e + n + 8)), fq_p=np.zeros((threads, e + n + 8), np.uint64),
+        fq_i=np.zeros((threads, 2 * (e + n + 8) + 128), np.int64),
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
         log_orig=np.zeros(log_capacity, np.int32), log_old=np.zeros(log_capacity, np.int32),
         log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64),
-        params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0]),
+        params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0, -1.0, 0.0]),
         rng=rng,
-        ring=rb[:, :, :RING], ring_pos=rb[:, :, RING], ring_cnt=rb[:, :, RING + 1],
+        ring=rb[:, :, :RING],
         router=xs[:, :, 0], last_seq=xs[:, :, 1], last_ttl=xs[:, :, 2], in_edge_from=xs[:, :, 3],
         rbw=rb.view(np.uint64).reshape(n, e),
         rxok=np.zeros(n, np.uint8), erec=np.zeros(e, np.uint64),
+        dirty=np.zeros(n, np.uint8), dirty_list=np.zeros(n, np.int32), dirty_n=np.zeros(1, np.int64),
+        b_o=np.zeros(n, np.int32), b_t0=np.zeros(n), b_seq=np.zeros(n, np.int64), b_lo=np.zeros(n, np.int64),
+        b_hi=np.zeros(n, np.int64), in_batch=np.zeros(n, np.uint8),
+        cnt_x=np.zeros((threads, 2, n), np.int64), ltx_x=np.full((threads, n), -1.0),
+        lost_x=np.zeros((threads, e), np.int64), nls_x=np.full((threads, e), -1.0),
+        plog_t=np.zeros((threads, log_capacity)), plog_node=np.zeros((threads, log_capacity), np.int32),
+        plog_orig=np.zeros((threads, log_capacity), np.int32), plog_old=np.zeros((threads, log_capacity), np.int32),
+        plog_new=np.zeros((threads, log_capacity), np.int32), plog_n=np.zeros(threads, np.int64),
     )
     for o in range(n):  # own random phase per node
         st.next_orig[o] = uniform(rng) * interval
         st.own_seq[o] = 0
     init_orig_heap(st)
     return st
+
+
+def _originator_streams(rng: np.ndarray, n: int) -> np.ndarray:
+    """One xoshiro256** state per originator, seeded from the twin's OGM stream through SeedSequence.
+
+    Why per originator: a flood's random draws (losses, forward delays, its next OGM's jitter) then
+    do not depend on which other floods ran before it or on which core, so a batch of floods gives
+    the same result in any order.
+    """
+    ss = np.random.SeedSequence([int(v) for v in rng])
+    out = ss.generate_state(4 * max(n, 1), np.uint64).reshape(-1, 4)[:n].copy()
+    out[~out.any(axis=1), 0] = 1  # xoshiro must not start at all-zero
+    return out
 
 
 @nb.njit(cache=True, inline="always")
@@ -160,77 +203,103 @@ def popcount64(x):
 
 
 @nb.njit(cache=True, inline="always")
-def update_link_prod(recv_mask, echo_mask, link_prod, r):
+def link_prod(recv_mask, echo_mask, r):
     """tq_own * asym for in-edge r, from the recv and echo windows (kernel batadv_iv_ogm_calc_tq)."""
     recv = popcount64(recv_mask[r])
     echo = popcount64(echo_mask[r])
     if recv == 0 or echo == 0:
-        link_prod[r] = 0
-        return
+        return 0
     if echo > recv:
         echo = recv
     tq_own = TQ_MAX * echo // recv
     d = WINDOW - recv
     asym = TQ_MAX - TQ_MAX * d * d * d // (WINDOW * WINDOW * WINDOW)
-    link_prod[r] = tq_own * asym
+    return tq_own * asym
 
 
 _W8 = np.uint64(8)
 _WFF = np.uint64(0xFF)
-_WPOS = np.uint64(8 * RING)
-_WCNT = np.uint64(8 * (RING + 1))
-_WCNT1 = np.uint64(1) << _WCNT
-_WPOSMASK = _WFF << _WPOS
+#: the ring of 5 in bits 0..39 of a record word, newest byte first (a shift register)
+_WRING = np.uint64(0xFF_FFFF_FFFF)
+_WKEEP = ~_WRING
+#: bits 40..55: the record's generation. A node's generation (for one originator) counts the ranked new
+#: sequence numbers it took; each owes every other neighbour's ring a 0 (batadv_iv_ogm_orig_update).
+#: Those zeros are applied lazily, when the record is next read (_wsync), instead of on every new
+#: sequence number for all of the node's neighbours. (purge runs _sync_all often enough that no
+#: record falls 2**16 generations behind.)
+_WGEN = np.uint64(40)
+_WGENMASK = np.uint64(0xFFFF) << _WGEN
+#: bits 56..63: low byte of the sequence number this neighbour last sent (NEIGH_DUP detection: the
+#: same neighbour sending the current sequence number again)
+_WTAG = np.uint64(56)
+_WTAGMASK = np.uint64(0xFF) << _WTAG
+#: node record field 2 (xs[o, x, 2]): last TTL (bits 0..7), the router's ring average (8..15), the
+#: node's generation (16..31)
+_X_GEN = np.uint64(16)
+_X_GENMASK = np.uint64(0xFFFF)
+_W7F = np.uint64(0x7F7F7F7F7F)
+_W80 = np.uint64(0x8080808080)
 #: multiply-shift reciprocals: (s * _RECIP[c]) >> 16 == s // c for every ring sum s <= 5 * 255 (c = 0 gives 0)
-_RECIP = np.array([0, 65536, 32768, 21846, 16384, 13108], np.int64)
+_RECIP = np.array([0, 65536, 32768, 21846, 16384, 13108], np.uint64)
+
+
+@intrinsic
+def _popcnt(typingctx, x):
+    """Number of set bits of a uint64 (llvm.ctpop: one popcnt instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
 
 
 @nb.njit(cache=True, inline="always")
-def _wcnt(w):
-    """Number of non-zero entries of the ring record word w."""
-    return (w >> _WCNT) & _WFF
+def _wany(w):
+    """Does the ring of record word w hold a non-zero entry?"""
+    return (w & _WRING) != _U0
 
 
 @nb.njit(cache=True, inline="always")
 def _wavg(w):
     """Integer average of the non-zero ring entries of record word w (kernel batadv_ring_buffer_avg)."""
-    a = w & np.uint64(0x000000FF00FF00FF)  # bytes 0, 2, 4
-    b = (w >> _W8) & np.uint64(0x0000000000FF00FF)  # bytes 1, 3
-    sm = np.int64((((a + b) * np.uint64(0x0000000100010001)) >> np.uint64(32)) & np.uint64(0xFFFF))
-    return (sm * _RECIP[np.int64(_wcnt(w))]) >> 16
+    z = w & _WRING
+    cnt = _popcnt((((z & _W7F) + _W7F) | z) & _W80)  # bit 7 of each byte: is it non-zero
+    a = z & np.uint64(0x000000FF00FF00FF)  # bytes 0, 2, 4
+    b = (z >> _W8) & np.uint64(0x0000000000FF00FF)  # bytes 1, 3
+    sm = (((a + b) * np.uint64(0x0000000100010001)) >> np.uint64(32)) & np.uint64(0xFFFF)
+    return (sm * _RECIP[cnt]) >> np.uint64(16)
 
 
 @nb.njit(cache=True, inline="always")
 def _wpush(w, v):
-    """Record word w after pushing v (uint64, 0..255) into its ring: the entry at pos is replaced,
-    the non-zero count follows, pos moves on (batadv_ring_buffer_set)."""
-    p = (w >> _WPOS) & _WFF
-    sh = p << np.uint64(3)
-    old = (w >> sh) & _WFF
-    nxt = np.uint64(0) if p == np.uint64(RING - 1) else p + np.uint64(1)
-    w = (w & ~((_WFF << sh) | _WPOSMASK)) | (v << sh) | (nxt << _WPOS)
-    if v != np.uint64(0):
-        w += _WCNT1
-    if old != np.uint64(0):
-        w -= _WCNT1
-    return w
+    """Record word w after pushing v (uint64, 0..255) into its ring: the oldest entry drops out
+    (batadv_ring_buffer_set; which slot held it does not matter, only the last 5 values do)."""
+    return (w & _WKEEP) | ((w << _W8) & _WRING) | v
 
 
 @nb.njit(cache=True, inline="always")
-def _wpush0(w):
-    """Record word w after pushing 0 into its ring, without branches."""
-    p = (w >> _WPOS) & _WFF
-    sh = p << np.uint64(3)
-    old = (w >> sh) & _WFF
-    nxt = np.uint64(0) if p == np.uint64(RING - 1) else p + np.uint64(1)
-    w = (w & ~((_WFF << sh) | _WPOSMASK)) | (nxt << _WPOS)
-    return w - (np.uint64(old != np.uint64(0)) << _WCNT)
+def _wsync(w, g):
+    """Record word w with the zeros its ring is owed applied: one per ranked new sequence number its
+    node took since the record's generation (at most 5 matter), then stamped with generation g."""
+    k = (g - ((w >> _WGEN) & _X_GENMASK)) & _X_GENMASK
+    sh = min(k, np.uint64(RING)) << np.uint64(3)
+    return ((w << sh) & _WRING) | (w & _WTAGMASK) | (g << _WGEN)
+
+
+@nb.njit(cache=True, inline="always")
+def _xs_word(ttl, avg, g):
+    """A node record's third field: last TTL, the router's ring average, the node's generation."""
+    return np.int32(np.uint32(ttl | (avg << _W8) | (g << _X_GEN)))
 
 
 def ring_avg(st: State, o: int, r: int) -> int:
     """Ring average for (originator o, in-edge r), for Python-side readers."""
-    c = int(st.rb[o, r, RING + 1])
-    return int(st.rb[o, r, :RING].astype(np.int64).sum()) // c if c else 0
+    ring = st.rb[o, r, :RING].astype(np.int64)
+    c = int(np.count_nonzero(ring))
+    return int(ring.sum()) // c if c else 0
 
 
 @nb.njit(cache=True, inline="always")
@@ -295,15 +364,45 @@ def _prefetch(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _prefetch_l1(typingctx, arr, idx):
+    """Like _prefetch, for data needed within the next few hundred cycles (keep it in L1)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    """Index of the lowest set bit of a non-zero uint64 (llvm.cttz: one tzcnt instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]),
+                                            "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.IntType(1)(1)])
+
+    return sig, codegen
+
+
 @nb.njit(cache=True, inline="always")
-def _prefetch_slab(rbw, xs, seen_seq, orig_last_seen, o):
+def _prefetch_slab(rbw, xs, orig_last_seen, o):
     """Prefetch originator o's whole state slab: a flood then finds it in L2 instead of DRAM."""
     rb_o = rbw[o]
     for i in range(0, rb_o.shape[0], 8):
         _prefetch(rb_o, i)
-    seen_o = seen_seq[o]
-    for i in range(0, seen_o.shape[0], 16):
-        _prefetch(seen_o, i)
     xs_o = xs[o].reshape(xs.shape[1] * 4)
     for i in range(0, xs_o.shape[0], 16):
         _prefetch(xs_o, i)
@@ -314,6 +413,12 @@ def _prefetch_slab(rbw, xs, seen_seq, orig_last_seen, o):
 
 _PF_BURST_LINES = 512  # a slab of up to 32 kB is prefetched in one go
 _PF_LINES_PER_TX = 4  # else this many cache lines per transmission (a flood has ~1 per node)
+
+#: Length of an epoch: floods read link TQs as they were at the epoch's start (see _advance).
+EPOCH_S = 0.05
+#: A batch runs on several cores when it has at least this much work (floods x directed links); below
+#: it, starting the threads costs more than it saves (100-node meshes stay on one core).
+_PARALLEL_MIN_WORK = 20000
 
 # Forward-queue entries: one uint64 per pending transmission (node, previous sender, tq, ttl, flags).
 _FQ_BITS = np.uint64(21)
@@ -326,205 +431,430 @@ _EREC_RMASK = np.uint64(0x3FFFFFFF)
 
 
 def advance(st: State, until: float) -> int:
-    """Run every origination with time < until. Returns 1 if the route log needs more room."""
+    """Run every origination with time < until. Returns 1 if the route log needs draining first."""
     return _advance(st.indptr, st.nbr, st.rev, st.erec, st.up, st.loss, st.alive, st.quarantined, st.rxok,
                     st.hop_penalty, st.interval, st.next_orig, st.own_seq, st.tx, st.rx, st.recv_mask, st.echo_mask,
-                    st.link_prod, st.nbr_last_seen, st.rbw, st.seen_seq, st.xs, st.orig_last_seen, st.last_reset,
-                    st.oheap, st.oheap_n, st.fq_t, st.fq_p, st.log_t, st.log_node, st.log_orig, st.log_old,
-                    st.log_new, st.log_n, st.params, st.rng, float(until))
+                    st.link_q, st.heard, st.rbw, st.xs, st.orig_last_seen, st.last_reset, st.rng_o,
+                    st.oheap, st.oheap_n, st.fq_t, st.fq_p, st.fq_i, st.log_t, st.log_node, st.log_orig, st.log_old,
+                    st.log_new, st.log_n, st.params, st.dirty, st.dirty_list, st.dirty_n, st.b_o, st.b_t0, st.b_seq,
+                    st.b_lo, st.b_hi, st.in_batch, st.cnt_x, st.ltx_x, st.lost_x, st.nls_x, st.plog_t, st.plog_node,
+                    st.plog_orig, st.plog_old, st.plog_new, st.plog_n, float(until))
 
 
-# The hot loop takes every state array as its own argument: reading arrays out of a tuple inside
-# the loop made numba emit reference-count traffic on every access (measured 10x slower).
+# Each flood takes every array it touches as its own argument: reading arrays out of a tuple inside the
+# loop made numba emit reference-count traffic on every access (measured 10x slower).
 @nb.njit(cache=True, error_model="numpy")
-def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_penalty, interval,
-             next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_prod, nbr_last_seen,
-             rbw, seen_seq, xs, orig_last_seen, last_reset, oheap, oheap_n, fq_t, fq_p,
-             log_t, log_node, log_orig, log_old, log_new, log_n, params, rng, until):
-    n_nodes = oheap_n[0]
-    jitter = params[0]
+def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq, recv_mask, echo_mask,
+           link_q, rbw, xs, orig_last_seen, last_reset, rng, txc, ntx, ltx, lost, nls, fq_t, fq_p, fq_i,
+           log_t, log_node, log_orig, log_old, log_new, log_n, params):
+    """One OGM flood of originator o (sequence number seq, originated at t0), in forward-time order.
+
+    Touches only o's own state slab (ring records, node records, last-seen and reset times), o's own
+    random stream, the recv windows of links from o and the echo windows of links into o, plus the
+    counters, queue and log it is handed: floods of different originators in one batch never write
+    the same word, so they can run on different cores. Link TQs (``link_q``) are only read; they are
+    refreshed from the windows at epoch boundaries (see :func:`_advance`).
+    """
     fwd_jitter = params[1]
     aggregation = params[2]
     ttl0 = np.int64(params[3])
-    margin = alive.shape[0] * 4
+    # The next flood's slab is requested while this one runs: all at once when small, else a few cache
+    # lines per transmission (a burst of ~1700 requests at 1000 nodes left much of it unfetched).
+    pf = 0
+    n_pf = 0
+    n_rb = 0
+    n_xs = 0
+    pf_rb = rbw[o]
+    pf_xs = xs[o].reshape(xs.shape[1] * 4)
+    pf_ls = orig_last_seen[o]
+    if o2 >= 0:
+        pf_rb = rbw[o2]
+        pf_xs = xs[o2].reshape(xs.shape[1] * 4)
+        pf_ls = orig_last_seen[o2]
+        n_rb = (pf_rb.shape[0] + 7) // 8  # cumulative cache-line counts of the three arrays
+        n_xs = n_rb + (pf_xs.shape[0] + 15) // 16
+        n_pf = n_xs + (pf_ls.shape[0] + 7) // 8
+        if n_pf <= _PF_BURST_LINES:
+            _prefetch_slab(rbw, xs, orig_last_seen, o2)
+            pf = n_pf
+    rb_o = rbw[o]
+    xs_o = xs[o].reshape(xs.shape[1] * 4)  # [router, last_seq, last_ttl | router's ring average << 8, in-edge]
+    lseen_o = orig_last_seen[o]
+    lreset_o = last_reset[o]
+    for r in range(indptr[o], indptr[o + 1]):
+        echo_mask[r] = echo_mask[r] << _U1
+    # Pending transmissions: a calendar queue of 64 buckets, each 1/32 of the largest forward delay wide,
+    # so every pending time (now .. now + delay) maps to its own bucket; a bitmap finds the next non-empty
+    # one. Per bucket a short list sorted by time (equal times in insertion order). fq_i holds the list
+    # links, a free-slot stack, and the 64 bucket heads and tails.
+    size = np.int64(fq_t.shape[0])
+    q_free = size
+    q_head = 2 * size
+    q_tail = 2 * size + 64
+    span = fwd_jitter + aggregation
+    inv_w = 32.0 / span if span > 1e-6 else 0.0  # (below a microsecond: one sorted list, still exact)
+    bitmap = _U0
+    hw = np.int64(0)  # slots used so far
+    top = np.int64(0)  # free-stack height
+    # Indices below are unsigned on purpose: numba then skips the negative-index fix-up on every
+    # array access, which measurably shortens the loop.
+    s = np.uint32(o)
+    t = t0
+    tq_in = np.uint64(TQ_MAX)
+    ttl = ttl0
+    prev = np.uint32(o)
+    flags = _U0
+    while True:
+        # ---- transmit: s sends (o, seq, tq_in, ttl, prev, flags) to every neighbour
+        if pf < n_pf:
+            for _ in range(_PF_LINES_PER_TX):
+                if pf < n_rb:
+                    _prefetch(pf_rb, pf * 8)
+                elif pf < n_xs:
+                    _prefetch(pf_xs, (pf - n_rb) * 16)
+                elif pf < n_pf:
+                    _prefetch(pf_ls, (pf - n_xs) * 8)
+                pf += 1
+        if alive[s]:
+            txc[s] += 1
+        if rxok[s]:
+            # every neighbour on a carrying, loss-free link hears this: receptions and last-heard times
+            # are folded in per transmission after the call (_fold_counts), not counted per copy
+            ntx[s] += 1
+            ltx[s] = max(ltx[s], t)
+            single = s == o
+            e_lo = np.uint64(indptr[s])
+            e_hi = np.uint64(indptr[s + _U1])
+            # every receiver's node and ring records are requested before the first is used: their
+            # cache misses then overlap instead of queueing behind each reception's branches
+            for e in range(e_lo, e_hi):
+                we = erec[e]
+                _prefetch_l1(xs_o, (we & _EREC_MASK) << _U2)
+                _prefetch_l1(rb_o, (we >> _EREC_R) & _EREC_RMASK)
+            for e in range(e_lo, e_hi):
+                we = erec[e]
+                if we < _EREC_OK:  # link down or receiver dead / quarantined
+                    continue
+                if we & _EREC_LOSSY:
+                    if uniform(rng) < loss[e]:
+                        lost[e] += 1
+                        continue
+                    nls[e] = max(nls[e], t)
+                # ---- receive at x on in-edge r (its neighbour is s)
+                x = np.uint32(we & _EREC_MASK)
+                r = np.uint32((we >> _EREC_R) & _EREC_RMASK)
+                if x == o:
+                    age = own_seq[x] - seq
+                    if (flags & _U1) and 0 <= age < WINDOW:
+                        echo_mask[r] |= _U1 << np.uint64(age)
+                    continue
+                if prev == x or (flags & _U2):
+                    continue
+                x4 = np.uint64(x) << _U2
+                cur = np.int64(xs_o[x4])
+                last = np.int64(xs_o[x4 + _U1])
+                lt = np.uint64(np.uint32(xs_o[x4 + _U2]))  # last_ttl | router's ring average << 8 | gen << 16
+                g = lt >> _X_GEN
+                tq = (tq_in * np.uint64(link_q[e])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
+                w = _wsync(rb_o[r], g)  # the zeros this ring is owed, then it is current
+                best = cur == r and _wany(w)
+                diff = seq - last
+                tag = np.uint64(seq & 0xFF) << _WTAG
+                if diff == 0 and last >= 0:
+                    # ---- the common case: another copy of the sequence number x already has
+                    dup2 = (w & _WTAGMASK) == tag  # NEIGH_DUP: this neighbour already sent it
+                    w = (w & ~_WTAGMASK) | tag
+                    if tq != _U0 and np.int64(lt & _WFF) - 3 <= ttl:
+                        w = _wpush(w, tq)
+                        a = _wavg(w)
+                        if cur == r:
+                            xs_o[x4 + _U2] = _xs_word(lt & _WFF, a, g)
+                        elif cur < 0 or a > ((lt >> _W8) & _WFF):
+                            xs_o[x4] = r
+                            xs_o[x4 + _U2] = _xs_word(lt & _WFF, a, g)
+                            log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
+                    rb_o[r] = w
+                    fwd = best and tq != _U0 and not dup2
+                else:
+                    if last >= 0 and (diff <= -WINDOW or diff >= EXPECTED_SEQNO_RANGE):
+                        if t - lreset_o[x] < RESET_PROTECTION_S:
+                            continue
+                        lreset_o[x] = t
+                        last = -1
+                    if last >= 0 and diff < 0:
+                        continue  # an old sequence number
+                    # ---- a new sequence number (or the first since a reset)
+                    ro = xs_o[x4 + _U3]
+                    if ro >= 0:
+                        rou = np.uint32(ro)
+                        if last < 0 or diff >= WINDOW:
+                            recv_mask[rou] = _U0
+                        else:
+                            recv_mask[rou] = recv_mask[rou] << np.uint64(diff)
+                    xs_o[x4 + _U1] = seq
+                    lseen_o[x] = t
+                    w = (w & ~_WTAGMASK) | tag
+                    a_cur = (lt >> _W8) & _WFF
+                    if tq != _U0:
+                        # ranked: every other neighbour's ring is owed a 0 (generation g + 1). Only the
+                        # router's is pushed now, so that its cached average stays exact; the others
+                        # catch up when next read (_wsync).
+                        g = (g + _U1) & _X_GENMASK
+                        w = (w & ~_WGENMASK) | (g << _WGEN)
+                        if cur >= 0 and cur != r:
+                            wc = _wsync(rb_o[np.uint64(cur)], g)
+                            rb_o[np.uint64(cur)] = wc
+                            a_cur = _wavg(wc)
+                        w = _wpush(w, tq)
+                        a = _wavg(w)
+                        if cur == r:
+                            a_cur = a
+                        elif cur < 0 or a > a_cur:
+                            xs_o[x4] = r
+                            a_cur = a
+                            log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
+                    rb_o[r] = w
+                    xs_o[x4 + _U2] = _xs_word(np.uint64(ttl), a_cur, g)
+                    fwd = best and tq != _U0
+                if single:
+                    recv_mask[r] |= _U1
+                    fwd = True
+                if not fwd or ttl <= 1:
+                    continue
+                # ---- x forwards this copy after a random delay
+                delay = uniform(rng) * fwd_jitter
+                if aggregation > 0.0:
+                    delay += uniform(rng) * aggregation
+                fl = _U0
+                if single:
+                    fl = _U1 if best else np.uint64(3)
+                fwd_tq = tq * np.uint64(TQ_MAX - hop_penalty[x]) // np.uint64(TQ_MAX)
+                tn = t + delay
+                pk = (np.uint64(x) | (np.uint64(s) << _FQ_BITS) | (fwd_tq << np.uint64(42))
+                      | (np.uint64(ttl - 1) << np.uint64(50)) | (fl << np.uint64(58)))
+                if top > 0:
+                    top -= 1
+                    q = fq_i[q_free + top]
+                else:
+                    q = hw
+                    hw += 1
+                fq_t[q] = tn
+                fq_p[q] = pk
+                fq_i[q] = -1
+                b = np.uint64(tn * inv_w) & np.uint64(63)
+                bit = _U1 << b
+                hb = q_head + np.int64(b)
+                tb = q_tail + np.int64(b)
+                if (bitmap & bit) == _U0:
+                    bitmap |= bit
+                    fq_i[hb] = q
+                    fq_i[tb] = q
+                elif tn >= fq_t[fq_i[tb]]:  # at the end (equal times stay in insertion order)
+                    fq_i[fq_i[tb]] = q
+                    fq_i[tb] = q
+                elif tn < fq_t[fq_i[hb]]:
+                    fq_i[q] = fq_i[hb]
+                    fq_i[hb] = q
+                else:
+                    p = fq_i[hb]
+                    while fq_t[fq_i[p]] <= tn:
+                        p = fq_i[p]
+                    fq_i[q] = fq_i[p]
+                    fq_i[p] = q
+        if bitmap == _U0:
+            if pf < n_pf:  # a short flood: the rest of the next slab at once
+                _prefetch_slab(rbw, xs, orig_last_seen, o2)
+            return
+        # ---- the earliest pending transmission: first non-empty bucket at or after now's
+        cb = np.uint64(t * inv_w) & np.uint64(63)
+        m = (bitmap >> cb) | (bitmap << ((np.uint64(64) - cb) & np.uint64(63))) if cb != _U0 else bitmap
+        b = (cb + _cttz(m)) & np.uint64(63)
+        hb = q_head + np.int64(b)
+        q = fq_i[hb]
+        nq = fq_i[q]
+        if nq < 0:
+            bitmap &= ~(_U1 << b)
+        else:
+            fq_i[hb] = nq
+        fq_i[q_free + top] = q
+        top += 1
+        t = fq_t[q]
+        pk = fq_p[q]
+        s = np.uint32(pk & _FQ_MASK)
+        prev = np.uint32((pk >> _FQ_BITS) & _FQ_MASK)
+        tq_in = (pk >> np.uint64(42)) & _WFF
+        ttl = np.int64((pk >> np.uint64(50)) & _WFF)
+        flags = pk >> np.uint64(58)
+
+
+@nb.njit(cache=True, parallel=True)
+def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, indptr, nbr, erec, loss, rxok, alive, hop_penalty,
+                     own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o,
+                     cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node, plog_orig, plog_old, plog_new,
+                     plog_n, params):
+    """The k floods of a batch on nthreads cores: thread c takes floods c, c + nthreads, ... with its own
+    counters, forward queue and route log (merged in flood order by the caller)."""
+    for c in nb.prange(nthreads):
+        plog_n[c] = 0
+        for i in range(c, k, nthreads):
+            nxt = i + nthreads
+            o2 = b_o[nxt] if nxt < k else -1
+            b_lo[i] = plog_n[c]
+            _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
+                   recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
+                   cnt_x[c, 0], cnt_x[c, 1], ltx_x[c], lost_x[c], nls_x[c], fq_t[c], fq_p[c], fq_i[c],
+                   plog_t[c], plog_node[c], plog_orig[c],
+                   plog_old[c], plog_new[c], plog_n[c:c + 1], params)
+            b_hi[i] = plog_n[c]
+
+
+@nb.njit(cache=True)
+def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_penalty, interval,
+             next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_q, heard,
+             rbw, xs, orig_last_seen, last_reset, rng_o, oheap, oheap_n, fq_t, fq_p, fq_i,
+             log_t, log_node, log_orig, log_old, log_new, log_n, params, dirty, dirty_list, dirty_n,
+             b_o, b_t0, b_seq, b_lo, b_hi, in_batch, cnt_x, ltx_x, lost_x, nls_x, plog_t, plog_node, plog_orig,
+             plog_old, plog_new, plog_n, until):
+    n_nodes = oheap_n[0]
+    n = alive.shape[0]
+    n_edges = nbr.shape[0]
+    jitter = params[0]
+    nthreads = cnt_x.shape[0]
     if next_orig[oheap[0]] >= until:
         return 0
     # per call (nothing below changes alive, quarantined, up or loss): who can receive, which edges carry
-    for x in range(alive.shape[0]):
+    for x in range(n):
         rxok[x] = 1 if alive[x] != 0 and quarantined[x] == 0 else 0
-    for e in range(nbr.shape[0]):
+    for e in range(n_edges):
         w = np.uint64(nbr[e]) | (np.uint64(rev[e]) << _EREC_R)
         if up[e] != 0 and rxok[nbr[e]] != 0:
             w |= _EREC_OK
         if loss[e] > 0.0:
             w |= _EREC_LOSSY
         erec[e] = w
+    cap = log_t.shape[0]
+    rc = 0
     while True:
-        o = oheap[0]
-        t0 = next_orig[o]
-        if t0 >= until:
-            return 0
-        if alive[o]:
-            # ---- originate: slide own echo windows, then flood in forward-time order
-            own_seq[o] += 1
-            seq = own_seq[o]
-            # The next flood's originator is (almost always) the earlier child of the root. Its slab is
-            # requested while this flood runs: all at once when small, else a few cache lines per
-            # transmission (a burst of ~1700 requests at 1000 nodes left much of it unfetched).
-            o2 = o
-            if n_nodes > 2:
-                o2 = oheap[1] if next_orig[oheap[1]] <= next_orig[oheap[2]] else oheap[2]
-            pf_rb = rbw[o2]
-            pf_seen = seen_seq[o2]
-            pf_xs = xs[o2].reshape(xs.shape[1] * 4)
-            pf_ls = orig_last_seen[o2]
-            n_rb = (pf_rb.shape[0] + 7) // 8  # cumulative cache-line counts of the four arrays
-            n_seen = n_rb + (pf_seen.shape[0] + 15) // 16
-            n_xs = n_seen + (pf_xs.shape[0] + 15) // 16
-            n_pf = n_xs + (pf_ls.shape[0] + 7) // 8
-            pf = 0  # cache lines of the next slab requested so far
-            if n_pf <= _PF_BURST_LINES:
-                _prefetch_slab(rbw, xs, seen_seq, orig_last_seen, o2)
-                pf = n_pf
-            rb_o = rbw[o]
-            xs_o = xs[o].reshape(xs.shape[1] * 4)  # [router, last_seq, last_ttl, in-edge] per node
-            seen_o = seen_seq[o]
-            lseen_o = orig_last_seen[o]
-            lreset_o = last_reset[o]
-            for r in range(indptr[o], indptr[o + 1]):
-                echo_mask[r] = echo_mask[r] << _U1
-                update_link_prod(recv_mask, echo_mask, link_prod, r)
-            # Indices below are unsigned on purpose: numba then skips the negative-index fix-up on
-            # every array access, which measurably shortens the loop.
-            fn = _U0  # pending transmissions, sorted by time, latest first (the next one is at fn - 1)
-            s = np.uint32(o)
-            t = t0
-            tq_in = np.uint64(TQ_MAX)
-            ttl = ttl0
-            prev = np.uint32(o)
-            flags = _U0
-            while True:
-                # ---- transmit: s sends (o, seq, tq_in, ttl, prev, flags) to every neighbour
-                if pf < n_pf:
-                    for _ in range(_PF_LINES_PER_TX):
-                        if pf < n_rb:
-                            _prefetch(pf_rb, pf * 8)
-                        elif pf < n_seen:
-                            _prefetch(pf_seen, (pf - n_rb) * 16)
-                        elif pf < n_xs:
-                            _prefetch(pf_xs, (pf - n_seen) * 16)
-                        elif pf < n_pf:
-                            _prefetch(pf_ls, (pf - n_xs) * 8)
-                        pf += 1
-                if alive[s]:
-                    tx[s] += 1
-                if rxok[s]:
-                    single = s == o
-                    for e in range(np.uint64(indptr[s]), np.uint64(indptr[s + _U1])):
-                        we = erec[e]
-                        if we < _EREC_OK:  # link down or receiver dead / quarantined
-                            continue
-                        if (we & _EREC_LOSSY) and uniform(rng) < loss[e]:
-                            continue
-                        # ---- receive at x on in-edge r (its neighbour is s)
-                        x = np.uint32(we & _EREC_MASK)
-                        r = np.uint32((we >> _EREC_R) & _EREC_RMASK)
-                        rx[x] += 1
-                        nbr_last_seen[r] = t
-                        if x == o:
-                            age = own_seq[x] - seq
-                            if (flags & _U1) and 0 <= age < WINDOW:
-                                echo_mask[r] |= _U1 << np.uint64(age)
-                                update_link_prod(recv_mask, echo_mask, link_prod, r)
-                            continue
-                        if prev == x or (flags & _U2):
-                            continue
-                        x4 = np.uint64(x) << _U2
-                        last = np.int64(xs_o[x4 + _U1])
-                        new_seq = False
-                        dup = 0  # 0 NO_DUP, 1 ORIG_DUP, 2 NEIGH_DUP
-                        diff = seq - last
-                        if last >= 0 and (diff <= -WINDOW or diff >= EXPECTED_SEQNO_RANGE):
-                            if t - lreset_o[x] < RESET_PROTECTION_S:
-                                continue
-                            lreset_o[x] = t
-                            last = -1
-                        if last < 0 or diff > 0:
-                            new_seq = True
-                            ro = xs_o[x4 + _U3]
-                            if ro >= 0:
-                                rou = np.uint32(ro)
-                                if last < 0 or diff >= WINDOW:
-                                    recv_mask[rou] = _U0
-                                else:
-                                    recv_mask[rou] = recv_mask[rou] << np.uint64(diff)
-                                update_link_prod(recv_mask, echo_mask, link_prod, rou)
-                            xs_o[x4 + _U1] = seq
-                            xs_o[x4 + _U2] = ttl
-                            lseen_o[x] = t
-                        elif diff == 0:
-                            dup = 2 if seen_o[r] == seq else 1
-                        else:
-                            continue
-                        seen_o[r] = seq
-                        if single:
-                            recv_mask[r] |= _U1
-                            update_link_prod(recv_mask, echo_mask, link_prod, r)
-                        cur = np.int64(xs_o[x4])
-                        w = rb_o[r]
-                        best = cur == r and _wcnt(w) != _U0
-                        tq = (tq_in * np.uint64(link_prod[r])) // _TQ2  # unsigned: a cheaper division
-                        if tq != _U0 and (new_seq or xs_o[x4 + _U2] - 3 <= ttl):
-                            # ---- ring of 5 and strict-improvement route switch
-                            if new_seq:
-                                for r2 in range(np.uint64(indptr[x]), np.uint64(indptr[x + _U1])):
-                                    w2 = rb_o[r2]
-                                    z = _wpush0(w2)
-                                    rb_o[r2] = z if r2 != r and _wcnt(w2) != _U0 else w2
-                            w = _wpush(w, tq)
-                            rb_o[r] = w
-                            if cur != r and (cur < 0 or _wavg(w) > _wavg(rb_o[np.uint64(cur)])):
-                                xs_o[x4] = r
-                                log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n,
-                                          t, x, o, cur, r)
-                        if ttl <= 1:
-                            continue
-                        if single or (tq != _U0 and best and dup != 2):
-                            delay = uniform(rng) * fwd_jitter
-                            if aggregation > 0.0:
-                                delay += uniform(rng) * aggregation
-                            fl = _U0
-                            if single:
-                                fl = _U1 if best else np.uint64(3)
-                            fwd_tq = tq * np.uint64(TQ_MAX - hop_penalty[x]) // np.uint64(TQ_MAX)
-                            tn = t + delay
-                            pk = (np.uint64(x) | (np.uint64(s) << _FQ_BITS) | (fwd_tq << np.uint64(42))
-                                  | (np.uint64(ttl - 1) << np.uint64(50)) | (fl << np.uint64(58)))
-                            # insertion into the time-sorted queue; equal times leave in insertion order
-                            i = fn
-                            while i > _U0 and fq_t[i - _U1] <= tn:
-                                fq_t[i] = fq_t[i - _U1]
-                                fq_p[i] = fq_p[i - _U1]
-                                i -= _U1
-                            fq_t[i] = tn
-                            fq_p[i] = pk
-                            fn += _U1
-                if fn == _U0:
-                    if pf < n_pf:  # a short flood: the rest of the next slab at once
-                        _prefetch_slab(rbw, xs, seen_seq, orig_last_seen, o2)
-                    break
-                fn -= _U1
-                t = fq_t[fn]
-                pk = fq_p[fn]
-                s = np.uint32(pk & _FQ_MASK)
-                prev = np.uint32((pk >> _FQ_BITS) & _FQ_MASK)
-                tq_in = (pk >> np.uint64(42)) & _WFF
-                ttl = np.int64((pk >> np.uint64(50)) & _WFF)
-                flags = pk >> np.uint64(58)
-        next_orig[o] = t0 + interval[o] - jitter + 2.0 * jitter * uniform(rng)
-        _osift_down(oheap, next_orig, 0, n_nodes)
-        if log_n[0] + margin >= log_t.shape[0]:
-            return 1
+        t_top = next_orig[oheap[0]]
+        if t_top >= until:
+            break
+        if t_top >= params[6]:
+            # ---- epoch boundary: link TQs catch up with the windows the last epoch's floods moved
+            for j in range(dirty_n[0]):
+                o = dirty_list[j]
+                dirty[o] = 0
+                for r in range(indptr[o], indptr[o + 1]):  # o's in-edge r and out-edge rev[r]
+                    link_q[rev[r]] = link_prod(recv_mask, echo_mask, r)
+                    link_q[r] = link_prod(recv_mask, echo_mask, rev[r])
+            dirty_n[0] = 0
+            params[6] = (np.floor(t_top / EPOCH_S) + 1.0) * EPOCH_S
+            continue
+        # ---- a batch: the next floods of this epoch, each originator at most once, as many as the
+        # route log has room for (a flood logs well under 2 changes per node)
+        kmax = (cap - log_n[0]) // (2 * n + 64)
+        if kmax < 1:
+            rc = 1
+            break
+        limit = min(until, params[6])
+        k = 0
+        while k < kmax:
+            o = oheap[0]
+            t0 = next_orig[o]
+            if t0 >= limit or in_batch[o]:
+                break
+            if alive[o]:
+                own_seq[o] += 1
+                b_o[k] = o
+                b_t0[k] = t0
+                b_seq[k] = own_seq[o]
+                in_batch[o] = 1
+                k += 1
+                if dirty[o] == 0:
+                    dirty[o] = 1
+                    dirty_list[dirty_n[0]] = o
+                    dirty_n[0] += 1
+            next_orig[o] = t0 + interval[o] - jitter + 2.0 * jitter * uniform(rng_o[o])
+            _osift_down(oheap, next_orig, 0, n_nodes)
+        if k == 0:
+            continue
+        if nthreads > 1 and k >= 2 and k * n_edges >= _PARALLEL_MIN_WORK:
+            _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, indptr, nbr, erec, loss, rxok, alive,
+                             hop_penalty, own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen,
+                             last_reset, rng_o, cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node,
+                             plog_orig, plog_old, plog_new, plog_n, params)
+            for i in range(k):  # route changes in flood order, whichever core ran the flood
+                c = i % nthreads
+                for j in range(b_lo[i], min(b_hi[i], cap)):
+                    m = log_n[0]
+                    if m < cap:
+                        log_t[m] = plog_t[c, j]
+                        log_node[m] = plog_node[c, j]
+                        log_orig[m] = plog_orig[c, j]
+                        log_old[m] = plog_old[c, j]
+                        log_new[m] = plog_new[c, j]
+                    log_n[0] = m + 1
+                log_n[0] += max(0, b_hi[i] - cap)  # entries a full thread log could not keep (never seen)
+        else:
+            for i in range(k):
+                o2 = b_o[i + 1] if i + 1 < k else oheap[0]
+                _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
+                       recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
+                       cnt_x[0, 0], cnt_x[0, 1], ltx_x[0], lost_x[0], nls_x[0], fq_t[0], fq_p[0], fq_i[0],
+                       log_t, log_node, log_orig, log_old, log_new, log_n, params)
+        for i in range(k):
+            in_batch[b_o[i]] = 0
+    _fold_counts(indptr, erec, tx, rx, heard, cnt_x, ltx_x, lost_x, nls_x)
+    return rc
+
+
+@nb.njit(cache=True, inline="always")
+def _fold_counts(indptr, erec, tx, rx, heard, cnt_x, ltx_x, lost_x, nls_x):
+    """Fold the floods' per-transmission counts into per-node tx/rx counts and per-link last-heard
+    times: a transmission is heard on every link that carried during the call (erec), less the
+    copies a lossy link dropped. One pass per call instead of two writes per received copy."""
+    for c in range(cnt_x.shape[0]):
+        for s in range(indptr.shape[0] - 1):
+            tx[s] += cnt_x[c, 0, s]
+            cnt_x[c, 0, s] = 0
+            k = cnt_x[c, 1, s]
+            if k == 0:
+                continue
+            ts = ltx_x[c, s]
+            for e in range(indptr[s], indptr[s + 1]):
+                we = erec[e]
+                if we < _EREC_OK:
+                    continue
+                x = np.int64(we & _EREC_MASK)
+                if we & _EREC_LOSSY:
+                    rx[x] += k - lost_x[c, e]
+                    heard[e] = max(heard[e], nls_x[c, e])
+                    lost_x[c, e] = 0
+                    nls_x[c, e] = -1.0
+                else:
+                    rx[x] += k
+                    heard[e] = max(heard[e], ts)
+            cnt_x[c, 1, s] = 0
+            ltx_x[c, s] = -1.0
+
+
+#: purge applies every ring's owed zeros at least this often: a node takes at most one generation per
+#: OGM of the originator (>= 40 ms apart), so no record falls 2**16 generations (2600 s) behind.
+SYNC_EVERY_S = 1000.0
+
+
+def sync_rings(st: State) -> None:
+    """Apply every ring record's owed zeros (see _wsync): afterwards ``st.ring`` holds exactly the
+    kernel's rings, for readers that look at records other than a node's router."""
+    _sync_all(st.rbw, st.xs, st.indptr)
+
+
+@nb.njit(cache=True)
+def _sync_all(rbw, xs, indptr):
+    for o in range(rbw.shape[0]):
+        for x in range(xs.shape[1]):
+            g = np.uint64(np.uint32(xs[o, x, 2])) >> _X_GEN
+            for r in range(indptr[x], indptr[x + 1]):
+                rbw[o, r] = _wsync(rbw[o, r], g)
 
 
 def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float) -> None:
@@ -537,6 +867,9 @@ def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float) -> Non
     """
     n = st.alive.shape[0]
     e = st.nbr.shape[0]
+    if t - st.params[7] >= SYNC_EVERY_S:
+        sync_rings(st)
+        st.params[7] = t
     if t - st.params[4] > neigh_timeout:
         _purge_neighbours(st, float(t), float(neigh_timeout), n, e)
     if t - st.params[5] > orig_timeout:
@@ -546,18 +879,18 @@ def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float) -> Non
 @nb.njit(cache=True)
 def _purge_neighbours(st, t, neigh_timeout, n, e):
     oldest = t
-    for r in range(e):
-        seen = st.nbr_last_seen[r]
+    for r in range(e):  # in-edge r of x; x heard its neighbour last at heard[rev[r]]
+        seen = st.heard[st.rev[r]]
         if seen >= 0.0 and t - seen <= neigh_timeout:
             oldest = min(oldest, seen)
         if seen >= 0.0 and t - seen > neigh_timeout:
             x = st.src_of[r]
-            st.nbr_last_seen[r] = -1.0
+            st.heard[st.rev[r]] = -1.0
             st.recv_mask[r] = np.uint64(0)
             st.echo_mask[r] = np.uint64(0)
-            st.link_prod[r] = 0
+            st.link_q[st.rev[r]] = 0
             for o in range(n):
-                for k in range(RING + 2):
+                for k in range(8):
                     st.rb[o, r, k] = 0
                 if st.xs[o, x, 0] == r:
                     st.xs[o, x, 0] = -1
@@ -582,7 +915,7 @@ def _purge_originators(st, t, orig_timeout, n):
                               t, x, o, st.xs[o, x, 0], -1)
                     st.xs[o, x, 0] = -1
                 for r in range(st.indptr[x], st.indptr[x + 1]):
-                    for k in range(RING + 2):
+                    for k in range(8):
                         st.rb[o, r, k] = 0
     st.params[5] = oldest
 

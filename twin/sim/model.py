@@ -59,7 +59,9 @@ class BatmanTwin(DataPlane):
 
     def _drain_log(self) -> None:
         st = self.st
-        k = int(min(st.log_n[0], st.log_t.shape[0]))
+        if st.log_n[0] > st.log_t.shape[0]:  # the kernel reserves room per flood; this would be a bug
+            raise RuntimeError(f"route log overflow: {int(st.log_n[0])} changes, room for {st.log_t.shape[0]}")
+        k = int(st.log_n[0])
         if k:
             self.route_log.append(np.rec.fromarrays(
                 [st.log_t[:k].copy(), st.log_node[:k].copy(), st.log_orig[:k].copy(), st.log_old[:k].copy(),
@@ -108,8 +110,8 @@ class BatmanTwin(DataPlane):
         st.rb[:, lo:hi, :] = 0
         st.recv_mask[lo:hi] = 0
         st.echo_mask[lo:hi] = 0
-        st.link_prod[lo:hi] = 0
-        st.nbr_last_seen[lo:hi] = -1.0
+        st.link_q[st.rev[lo:hi]] = 0  # x's in-edges, as its neighbours' out-edges
+        st.heard[st.rev[lo:hi]] = -1.0
 
     def reboot(self, x: int) -> None:
         """Node x (re)starts: empty tables and windows, a fresh random sequence number, own phase."""
@@ -120,12 +122,10 @@ class BatmanTwin(DataPlane):
         st.orig_last_seen[:, x] = -1.0
         st.last_reset[:, x] = -1e9
         st.rb[:, lo:hi, :] = 0
-        st.ring_pos[:, lo:hi] = 0
-        st.seen_seq[:, lo:hi] = -1
         st.recv_mask[lo:hi] = 0
         st.echo_mask[lo:hi] = 0
-        st.link_prod[lo:hi] = 0
-        st.nbr_last_seen[lo:hi] = -1.0
+        st.link_q[st.rev[lo:hi]] = 0  # x's in-edges, as its neighbours' out-edges
+        st.heard[st.rev[lo:hi]] = -1.0
         st.own_seq[x] = int(self.rng_misc.integers(1 << 20, 1 << 30))
         st.alive[x] = 1
 
@@ -143,7 +143,7 @@ class BatmanTwin(DataPlane):
         nh = np.where(router_t >= 0, st.nbr[np.maximum(router_t, 0)], -1).astype(np.int32)
         rows = np.arange(self.n)[:, None]
         rec = st.rb[rows, np.maximum(st.router, 0)]  # [dest, node, 8]
-        cnt = rec[:, :, K.RING + 1].T.astype(np.int64)  # [node, dest]
+        cnt = np.count_nonzero(rec[:, :, :K.RING], axis=2).T  # [node, dest]
         sm = rec[:, :, :K.RING].astype(np.int64).sum(axis=2).T
         tq = np.where((router_t >= 0) & (cnt > 0), sm // np.maximum(cnt, 1), 0).astype(np.uint8)
         seen = st.orig_last_seen.T
@@ -151,13 +151,14 @@ class BatmanTwin(DataPlane):
         nh[~alive] = -1
         tq[~alive] = 0
         last[~alive] = np.nan
-        known = (st.nbr_last_seen >= 0) & alive[st.src_of]
+        heard = st.heard[st.rev]  # per in-edge r: when node src_of[r] last heard neighbour nbr[r]
+        known = (heard >= 0) & alive[st.src_of]
         src = st.src_of[known].astype(np.int32)
         dst = st.nbr[known].astype(np.int32)
         return Telemetry(
             t=now, nodes=self.names, reporting=alive, orig_next_hop=nh, orig_tq=tq, orig_last_seen=last,
-            link_src=src, link_dst=dst, link_tq=(st.link_prod[known] // 255).astype(np.uint8),
-            link_last_seen=(now - st.nbr_last_seen[known]).astype(np.float32),
+            link_src=src, link_dst=dst, link_tq=(st.link_q[st.rev][known] // 255).astype(np.uint8),
+            link_last_seen=(now - heard[known]).astype(np.float32),
             tx_packets=st.tx.copy(), rx_packets=st.rx.copy(), forward_packets=self.forwarded.copy(),
             orig_interval_s=st.interval.astype(np.float32),
         )
