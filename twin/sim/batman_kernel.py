@@ -111,13 +111,13 @@ State = namedtuple(
     ],
 )
 # params: [jitter, fwd_jitter, aggregation, ttl, oldest neighbour last-seen, oldest originator last-seen,
-#          end of the current epoch, time of the last sync_rings]
+#          end of the current epoch, time of the last sync_rings, PARALLEL_MIN_WORK]
 # (4 and 5: lower bounds that let purge skip its scans, see purge)
 
 
 def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, jitter: float,
                fwd_jitter: float, aggregation: float, ttl: int, hop_penalty: int, rng: np.ndarray,
-               log_capacity: int = 1 << 17, threads: int | None = None) -> State:
+               log_capacity: int = 1 << 18, threads: int | None = None) -> State:
     """Allocate the whole twin state once (no allocation inside the hot loop).
 
     ``rng`` draws each node's phase and seeds each originator's own stream. ``threads`` (default: the
@@ -159,7 +159,8 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
         log_orig=np.zeros(log_capacity, np.int32), log_old=np.zeros(log_capacity, np.int32),
         log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64),
-        params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0, -1.0, 0.0]),
+        params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0, -1.0, 0.0,
+                        float(PARALLEL_MIN_WORK)]),
         rng=rng,
         ring=rb[:, :, :RING],
         router=xs[:, :, 0], last_seq=xs[:, :, 1], last_ttl=xs[:, :, 2], in_edge_from=xs[:, :, 3],
@@ -365,25 +366,6 @@ def _prefetch(typingctx, arr, idx):
 
 
 @intrinsic
-def _prefetch_l1(typingctx, arr, idx):
-    """Like _prefetch, for data needed within the next few hundred cycles (keep it in L1)."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def _cttz(typingctx, x):
     """Index of the lowest set bit of a non-zero uint64 (llvm.cttz: one tzcnt instruction)."""
     sig = types.uint64(types.uint64)
@@ -415,10 +397,11 @@ _PF_BURST_LINES = 512  # a slab of up to 32 kB is prefetched in one go
 _PF_LINES_PER_TX = 4  # else this many cache lines per transmission (a flood has ~1 per node)
 
 #: Length of an epoch: floods read link TQs as they were at the epoch's start (see _advance).
-EPOCH_S = 0.05
+EPOCH_S = 0.1
 #: A batch runs on several cores when it has at least this much work (floods x directed links); below
-#: it, starting the threads costs more than it saves (100-node meshes stay on one core).
-_PARALLEL_MIN_WORK = 20000
+#: it, starting the threads costs more than it saves (100-node meshes stay on one core). The state
+#: carries it as params[8], so a test can make small meshes take the parallel path.
+PARALLEL_MIN_WORK = 20000
 
 # Forward-queue entries: one uint64 per pending transmission (node, previous sender, tq, ttl, flags).
 _FQ_BITS = np.uint64(21)
@@ -525,12 +508,6 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             single = s == o
             e_lo = np.uint64(indptr[s])
             e_hi = np.uint64(indptr[s + _U1])
-            # every receiver's node and ring records are requested before the first is used: their
-            # cache misses then overlap instead of queueing behind each reception's branches
-            for e in range(e_lo, e_hi):
-                we = erec[e]
-                _prefetch_l1(xs_o, (we & _EREC_MASK) << _U2)
-                _prefetch_l1(rb_o, (we >> _EREC_R) & _EREC_RMASK)
             for e in range(e_lo, e_hi):
                 we = erec[e]
                 if we < _EREC_OK:  # link down or receiver dead / quarantined
@@ -548,7 +525,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                     if (flags & _U1) and 0 <= age < WINDOW:
                         echo_mask[r] |= _U1 << np.uint64(age)
                     continue
-                if prev == x or (flags & _U2):
+                if (prev == x) | ((flags & _U2) != _U0):
                     continue
                 x4 = np.uint64(x) << _U2
                 cur = np.int64(xs_o[x4])
@@ -557,24 +534,24 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 g = lt >> _X_GEN
                 tq = (tq_in * np.uint64(link_q[e])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
                 w = _wsync(rb_o[r], g)  # the zeros this ring is owed, then it is current
-                best = cur == r and _wany(w)
+                best = (cur == r) & _wany(w)
                 diff = seq - last
                 tag = np.uint64(seq & 0xFF) << _WTAG
-                if diff == 0 and last >= 0:
+                if (diff == 0) & (last >= 0):
                     # ---- the common case: another copy of the sequence number x already has
                     dup2 = (w & _WTAGMASK) == tag  # NEIGH_DUP: this neighbour already sent it
                     w = (w & ~_WTAGMASK) | tag
-                    if tq != _U0 and np.int64(lt & _WFF) - 3 <= ttl:
+                    if (tq != _U0) & (np.int64(lt & _WFF) - 3 <= ttl):
                         w = _wpush(w, tq)
                         a = _wavg(w)
                         if cur == r:
                             xs_o[x4 + _U2] = _xs_word(lt & _WFF, a, g)
-                        elif cur < 0 or a > ((lt >> _W8) & _WFF):
+                        elif (cur < 0) | (a > ((lt >> _W8) & _WFF)):
                             xs_o[x4] = r
                             xs_o[x4 + _U2] = _xs_word(lt & _WFF, a, g)
                             log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
                     rb_o[r] = w
-                    fwd = best and tq != _U0 and not dup2
+                    fwd = best & (tq != _U0) & (not dup2)
                 else:
                     if last >= 0 and (diff <= -WINDOW or diff >= EXPECTED_SEQNO_RANGE):
                         if t - lreset_o[x] < RESET_PROTECTION_S:
@@ -609,17 +586,17 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                         a = _wavg(w)
                         if cur == r:
                             a_cur = a
-                        elif cur < 0 or a > a_cur:
+                        elif (cur < 0) | (a > a_cur):
                             xs_o[x4] = r
                             a_cur = a
                             log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
                     rb_o[r] = w
                     xs_o[x4 + _U2] = _xs_word(np.uint64(ttl), a_cur, g)
-                    fwd = best and tq != _U0
+                    fwd = best & (tq != _U0)
                 if single:
                     recv_mask[r] |= _U1
                     fwd = True
-                if not fwd or ttl <= 1:
+                if (not fwd) | (ttl <= 1):
                     continue
                 # ---- x forwards this copy after a random delay
                 delay = uniform(rng) * fwd_jitter
@@ -777,7 +754,7 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
             _osift_down(oheap, next_orig, 0, n_nodes)
         if k == 0:
             continue
-        if nthreads > 1 and k >= 2 and k * n_edges >= _PARALLEL_MIN_WORK:
+        if nthreads > 1 and k >= 2 and k * n_edges >= params[8]:
             _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, indptr, nbr, erec, loss, rxok, alive,
                              hop_penalty, own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen,
                              last_reset, rng_o, cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node,

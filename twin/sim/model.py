@@ -24,7 +24,7 @@ OUTCOMES = ("delivered", "lost", "no_route", "dead_hop", "ttl_exceeded", "blackh
 class BatmanTwin(DataPlane):
     """Routing state of every node, advanced lazily to whatever time someone looks at it."""
 
-    def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int):
+    def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int, *, threads: int | None = None):
         self.graph = graph
         self.names, self.index, indptr, nbr = mesh_csr(graph)
         self.n = n = len(self.names)
@@ -35,7 +35,7 @@ class BatmanTwin(DataPlane):
         self.rng_misc = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         self.st = K.make_state(indptr, nbr, n, interval=routing.orig_interval, jitter=routing.jitter,
                                fwd_jitter=routing.forward_jitter, aggregation=routing.aggregation,
-                               ttl=routing.ttl, hop_penalty=routing.hop_penalty, rng=self.rng_ogm)
+                               ttl=routing.ttl, hop_penalty=routing.hop_penalty, rng=self.rng_ogm, threads=threads)
         e = len(nbr)
         self.delay, self.rate = link_params(graph, self.names, self.st.src_of, nbr, self.st.loss)
         self.blackhole = np.zeros(n, np.uint8)
