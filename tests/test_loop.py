@@ -111,11 +111,11 @@ def test_unsigned_or_forged_command_is_not_applied():
     ad = SimAdapter(tw, env, SimRecord(), w, verifier=plane.verify)
     act = Action("quarantine", "n1", {}, reason="test")
     r1 = ad.apply(SignedAction(act, None))
-    assert not r1.applied and tw.st.quarantined[1] == 0
+    assert not r1.applied and tw.st.quarantined[tw.index["n1"]] == 0
     r2 = ad.apply(SignedAction(act, plane.sign(Action("quarantine", "n2"), 0.0)))  # envelope for another action
-    assert not r2.applied and tw.st.quarantined[1] == 0
+    assert not r2.applied and tw.st.quarantined[tw.index["n1"]] == 0
     r3 = ad.apply(SignedAction(act, plane.sign(act, 0.0)))
-    assert r3.applied and tw.st.quarantined[1] == 1
+    assert r3.applied and tw.st.quarantined[tw.index["n1"]] == 1
 
 
 def test_orig_interval_takes_effect_at_next_scheduling():
@@ -126,12 +126,13 @@ def test_orig_interval_takes_effect_at_next_scheduling():
     w = resolve(parse("name: x\ntopology: {kind: line, nodes: 3}\n"))
     tw = BatmanTwin(w.graph, w.scenario.routing, 1)
     tw.advance(10.0)
-    pending = float(tw.st.next_orig[1])
-    tw.st.interval[1] = 0.1
+    x = tw.index["n1"]
+    pending = float(tw.st.next_orig[x])
+    tw.st.interval[x] = 0.1
     tw.advance(pending + 0.5)
-    seq_before = int(tw.st.own_seq[1])
+    seq_before = int(tw.st.own_seq[x])
     tw.advance(pending + 1.5)
-    assert int(tw.st.own_seq[1]) - seq_before >= 9  # ~10 OGMs a second now
+    assert int(tw.st.own_seq[x]) - seq_before >= 9  # ~10 OGMs a second now
     assert pending > 10.0 - 1e-9
 
 
@@ -144,9 +145,9 @@ def test_hardif_bounce_purges_neighbours():
     tw.advance(80.0)
     assert tw.next_hop("n2", "n4") == "n3"
     tq_before = tw.tq("n2", "n4")
-    tw.hardif(2, up=False)
+    tw.hardif(tw.index["n2"], up=False)
     assert tw.next_hop("n2", "n4") is None
-    tw.hardif(2, up=True)
+    tw.hardif(tw.index["n2"], up=True)
     tw.advance(84.0)
     # windows restart empty: the route comes back with a much lower TQ (asymmetry penalty)
     assert tw.tq("n2", "n4") < tq_before * 0.7

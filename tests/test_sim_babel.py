@@ -51,7 +51,7 @@ def test_converged_mesh_routes_on_shortest_paths_with_nominal_costs():
 
 def test_cost_of_a_silent_neighbour_doubles_per_missed_hello_then_goes_infinite():
     tw = BabelTwin(topo.line(3), BABEL, seed=2)
-    x, r = tw.index["n1"], int(tw.st.nbr_index[1, 2])
+    x, r = tw.index["n1"], int(tw.st.nbr_index[tw.index["n1"], tw.index["n2"]])
     assert tw._cost(x, r) == BABEL_NOMINAL_COST
     crash(tw, "n2", 10.0)
     seen: list[tuple[float, int]] = []
@@ -113,7 +113,7 @@ def test_taking_down_an_interface_flushes_its_neighbour_at_once():
     crash(tw, "n2", 60.0)
     tw.advance(60.2)
     tw.hardif(tw.index["n1"], up=False, peer="n2")
-    assert tw.neigh[int(tw.st.nbr_index[1, 2])] is None
+    assert tw.neigh[int(tw.st.nbr_index[tw.index["n1"], tw.index["n2"]])] is None
     assert tw.next_hop("n1", "n3") != "n2"  # no route through the dropped neighbour is left
 
 

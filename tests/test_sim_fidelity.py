@@ -66,7 +66,8 @@ def triangle_failover(seed: int, interval: float = 1.0, dt: float = 0.01) -> flo
     twin.advance(cut)
     assert twin.next_hop("n0", "n1") == "n1" and twin.next_hop("n1", "n0") == "n0"
     twin.apply_op(Op(cut, 0, "link_down", 0, link=("n0", "n1")))
-    src, dst = np.array([0, 1], np.int32), np.array([1, 0], np.int32)
+    a, b = twin.index["n0"], twin.index["n1"]
+    src, dst = np.array([a, b], np.int32), np.array([b, a], np.int32)
     for k in range(1, int(20 * interval / dt)):
         t = cut + k * dt
         twin.advance(t)

