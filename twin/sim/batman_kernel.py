@@ -7,7 +7,7 @@ arriving another way pushes a 0 into the stale neighbour's ring). Lock-step arra
 originators lose each node's own OGM phase and jitter, and with it the seed-to-seed spread and the
 multi-stage cascades of real failovers. Measured on the 1000-node case, NumPy array passes reached
 about 11x real time; this kernel touches only the state slab of one originator per flood
-(``[orig, in_edge]`` layout, a few tens of kB), so it stays in cache.
+(``[orig, in_edge]`` layout, ~80 kB at 1000 nodes), so it stays in cache.
 
 Model (kernel ``net/batman-adv/bat_iv_ogm.c`` defaults; constants in :mod:`twin.sim.constants`):
 
@@ -26,23 +26,43 @@ Model (kernel ``net/batman-adv/bat_iv_ogm.c`` defaults; constants in :mod:`twin.
   U[0, aggregation) orders receptions inside the flood (first copy wins), it does not delay
   route updates (a flood completes in tens of ms, far below the 1 s OGM period). Transmissions
   due at exactly the same time (only possible with zero forward jitter and aggregation) go out in
-  the order they were queued.
+  the order they were queued;
+* epochs of ``EPOCH_S`` (100 ms): floods read each link's TQ (``tq_own * asym``) as it was at the
+  start of the epoch; the windows they move (recv windows of links from the originator, echo
+  windows of links into it) are folded into the link TQs at the epoch's end. A link's TQ changes
+  by at most one window slot per OGM of its two ends, so this lag of at most 100 ms is far below
+  what the 64-OGM windows can resolve; real floods themselves take tens of ms to cross a mesh;
+* every originator draws from its own random stream (losses on its flood, forward delays, its next
+  OGM's jitter).
 
-How the hot loop is kept short (each change measured on ``bench/sim_scale.py``'s graphs, all of them
-decision-for-decision identical to the straightforward version kept in
-``tests/test_kernel_equivalence.py``):
+The last two make the floods of one epoch independent of each other: each writes only its own
+originator's slab, so ``_advance`` runs a batch of them on all cores, and the result is the same
+whichever core ran which flood (``tests/test_kernel_equivalence.py`` checks one core against two,
+and both against a plain-Python version of the model).
 
-* a ring record ``rb[o, r]`` is read and written as one little-endian ``uint64`` word (``rbw``):
-  push, count and average are register arithmetic instead of byte loads, and the average divides
-  by the count with a multiply-shift instead of a 30 kB lookup table;
+How the hot loop is kept short (each change measured on ``bench/sim_scale.py``'s graphs; the
+straightforward version of the same model is kept in ``tests/test_kernel_equivalence.py``):
+
+* a ring record ``rb[o, r]`` is one ``uint64`` word: the ring as a 5-byte shift register (newest
+  first; which slot held the oldest entry never matters), a generation and a NEIGH_DUP tag. Push
+  is a shift and an or, the average a popcount and a multiply-shift;
+* the zero that a node's new sequence number owes every other neighbour's ring is applied lazily:
+  the node counts generations and a record catches up (one shift) when next read, instead of a
+  loop over all of the node's neighbours per new sequence number. Only the router's record is
+  kept current, because the node record caches its ring average for the switch test;
+* receptions and last-heard times are counted per transmission and folded in per call
+  (``_fold_counts``): every neighbour on a carrying, loss-free link hears every transmission;
 * array indices in the loop are unsigned, so numba emits no negative-index fix-up per access;
 * per call, the receivers that can hear (``rxok``) and one packed word per edge (``erec``:
-  receiver, reverse edge, carries?, lossy?) are rebuilt: one load and one test per neighbour;
-* pending transmissions sit in a small time-sorted array (a flood has ~10-40 pending at once)
-  rather than a binary heap, one ``uint64`` per entry instead of a five-array pool;
-* while one flood runs, the next originator's slab (ring records, node records, seen seqnos,
-  last-seen times: ~110 kB at 1000 nodes) is prefetched into L2, a few cache lines per
-  transmission; without it every flood started on DRAM misses.
+  receiver, reverse edge, carries?, lossy?) are rebuilt: one load and one test per neighbour, and
+  link TQs and last-heard times are indexed by the sender's edge, so one transmission reads each
+  from one cache line;
+* pending transmissions sit in a calendar queue (64 time buckets over twice the largest forward
+  delay, a bitmap to find the next; a flood has ~35 pending at 1000 nodes);
+* while one flood runs, the next originator's slab is prefetched (node records at once, ring
+  records two cache lines per transmission);
+* the mesh is numbered in reverse Cuthill-McKee order (``twin.sim.dataplane.mesh_csr``), so a
+  flood's wave reads records that sit close together.
 """
 
 from __future__ import annotations
