@@ -126,7 +126,7 @@ State = namedtuple(
         # epochs: originators that flooded in the current epoch (their links' TQs are refreshed at its end)
         "dirty", "dirty_list", "dirty_n",
         # the running batch of floods, and per-thread counters, last-seen times and route logs
-        "b_o", "b_t0", "b_seq", "b_lo", "b_hi", "in_batch", "cnt_x", "ltx_x", "lost_x", "nls_x",
+        "b_o", "b_t0", "b_seq", "b_lo", "b_hi", "b_thr", "b_next", "in_batch", "cnt_x", "ltx_x", "lost_x", "nls_x",
         "plog_t", "plog_node", "plog_orig", "plog_old", "plog_new", "plog_n",
     ],
 )
@@ -188,7 +188,8 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         rxok=np.zeros(n, np.uint8), erec=np.zeros(e, np.uint64),
         dirty=np.zeros(n, np.uint8), dirty_list=np.zeros(n, np.int32), dirty_n=np.zeros(1, np.int64),
         b_o=np.zeros(n, np.int32), b_t0=np.zeros(n), b_seq=np.zeros(n, np.int64), b_lo=np.zeros(n, np.int64),
-        b_hi=np.zeros(n, np.int64), in_batch=np.zeros(n, np.uint8),
+        b_hi=np.zeros(n, np.int64), b_thr=np.zeros(n, np.int64), b_next=np.zeros(1, np.int64),
+        in_batch=np.zeros(n, np.uint8),
         cnt_x=np.zeros((threads, 2, n), np.int64), ltx_x=np.full((threads, n), -1.0),
         lost_x=np.zeros((threads, e), np.int64), nls_x=np.full((threads, e), -1.0),
         plog_t=np.zeros((threads, log_capacity)), plog_node=np.zeros((threads, log_capacity), np.int32),
@@ -386,6 +387,22 @@ def _prefetch(typingctx, arr, idx):
 
 
 @intrinsic
+def _fetch_add(typingctx, arr, val):
+    """Atomically add val to arr[0] and return the old value (llvm atomicrmw add, sequentially
+    consistent): the floods of a batch are handed out to cores through it."""
+    sig = types.int64(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [ir.Constant(ir.IntType(64), 0)],
+                                       wraparound=False)
+        return builder.atomic_rmw("add", ptr, args[1], "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
 def _cttz(typingctx, x):
     """Index of the lowest set bit of a non-zero uint64 (llvm.cttz: one tzcnt instruction)."""
     sig = types.uint64(types.uint64)
@@ -436,7 +453,8 @@ def advance(st: State, until: float) -> int:
                     st.link_q, st.heard, st.rbw, st.xs, st.orig_last_seen, st.last_reset, st.rng_o,
                     st.oheap, st.oheap_n, st.fq_t, st.fq_p, st.fq_i, st.log_t, st.log_node, st.log_orig, st.log_old,
                     st.log_new, st.log_n, st.params, st.dirty, st.dirty_list, st.dirty_n, st.b_o, st.b_t0, st.b_seq,
-                    st.b_lo, st.b_hi, st.in_batch, st.cnt_x, st.ltx_x, st.lost_x, st.nls_x, st.plog_t, st.plog_node,
+                    st.b_lo, st.b_hi, st.b_thr, st.b_next, st.in_batch, st.cnt_x, st.ltx_x, st.lost_x, st.nls_x,
+                    st.plog_t, st.plog_node,
                     st.plog_orig, st.plog_old, st.plog_new, st.plog_n, float(until))
 
 
@@ -668,17 +686,25 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
 
 
 @nb.njit(cache=True, parallel=True)
-def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, indptr, nbr, erec, loss, rxok, alive, hop_penalty,
+def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, indptr, nbr, erec, loss, rxok,
+                     alive, hop_penalty,
                      own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o,
                      cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node, plog_orig, plog_old, plog_new,
                      plog_n, params):
-    """The k floods of a batch on nthreads cores: thread c takes floods c, c + nthreads, ... with its own
-    counters, forward queue and route log (merged in flood order by the caller)."""
+    """The k floods of a batch on nthreads cores. Each thread c takes the next untaken flood (an atomic
+    counter: a core slowed by other work simply takes fewer) and runs it with its own counters,
+    forward queue and route log; ``b_thr`` records which, so the caller merges the logs in flood
+    order."""
+    b_next[0] = 0
     for c in nb.prange(nthreads):
         plog_n[c] = 0
-        for i in range(c, k, nthreads):
+        while True:
+            i = _fetch_add(b_next, 1)
+            if i >= k:
+                break
             nxt = i + nthreads
             o2 = b_o[nxt] if nxt < k else -1
+            b_thr[i] = c
             b_lo[i] = plog_n[c]
             _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
                    recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
@@ -693,7 +719,8 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
              next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_q, heard,
              rbw, xs, orig_last_seen, last_reset, rng_o, oheap, oheap_n, fq_t, fq_p, fq_i,
              log_t, log_node, log_orig, log_old, log_new, log_n, params, dirty, dirty_list, dirty_n,
-             b_o, b_t0, b_seq, b_lo, b_hi, in_batch, cnt_x, ltx_x, lost_x, nls_x, plog_t, plog_node, plog_orig,
+             b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, in_batch, cnt_x, ltx_x, lost_x, nls_x, plog_t, plog_node,
+             plog_orig,
              plog_old, plog_new, plog_n, until):
     n_nodes = oheap_n[0]
     n = alive.shape[0]
@@ -758,12 +785,13 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
         if k == 0:
             continue
         if nthreads > 1 and k >= 2 and k * n_edges >= params[8]:
-            _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, indptr, nbr, erec, loss, rxok, alive,
+            _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, indptr, nbr, erec, loss, rxok,
+                             alive,
                              hop_penalty, own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen,
                              last_reset, rng_o, cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node,
                              plog_orig, plog_old, plog_new, plog_n, params)
             for i in range(k):  # route changes in flood order, whichever core ran the flood
-                c = i % nthreads
+                c = b_thr[i]
                 for j in range(b_lo[i], min(b_hi[i], cap)):
                     m = log_n[0]
                     if m < cap:
