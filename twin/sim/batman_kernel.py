@@ -112,7 +112,7 @@ State = namedtuple(
         # per originator: its own random stream (loss draws, forward delays, OGM jitter)
         "rng_o",
         # scheduling
-        # (fq_t, fq_p: the pending transmissions of the running flood, see _advance)
+        # (fq_t, fq_p, fq_i: per thread, the calendar queue of the running flood, see _flood)
         "oheap", "oheap_n", "fq_t", "fq_p", "fq_i",
         # route-change log and scalar parameters
         "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n",
@@ -216,19 +216,24 @@ def _originator_streams(rng: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, inline="always")
-def popcount64(x):
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+@intrinsic
+def _popcnt(typingctx, x):
+    """Number of set bits of a uint64 (llvm.ctpop: one popcnt instruction)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
 
 
 @nb.njit(cache=True, inline="always")
 def link_prod(recv_mask, echo_mask, r):
     """tq_own * asym for in-edge r, from the recv and echo windows (kernel batadv_iv_ogm_calc_tq)."""
-    recv = popcount64(recv_mask[r])
-    echo = popcount64(echo_mask[r])
+    recv = np.int64(_popcnt(recv_mask[r]))
+    echo = np.int64(_popcnt(echo_mask[r]))
     if recv == 0 or echo == 0:
         return 0
     if echo > recv:
@@ -263,19 +268,6 @@ _W7F = np.uint64(0x7F7F7F7F7F)
 _W80 = np.uint64(0x8080808080)
 #: multiply-shift reciprocals: (s * _RECIP[c]) >> 16 == s // c for every ring sum s <= 5 * 255 (c = 0 gives 0)
 _RECIP = np.array([0, 65536, 32768, 21846, 16384, 13108], np.uint64)
-
-
-@intrinsic
-def _popcnt(typingctx, x):
-    """Number of set bits of a uint64 (llvm.ctpop: one popcnt instruction)."""
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]), "llvm.ctpop.i64")
-        return builder.call(fn, [args[0]])
-
-    return sig, codegen
 
 
 @nb.njit(cache=True, inline="always")
@@ -801,7 +793,7 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
                         log_old[m] = plog_old[c, j]
                         log_new[m] = plog_new[c, j]
                     log_n[0] = m + 1
-                log_n[0] += max(0, b_hi[i] - cap)  # entries a full thread log could not keep (never seen)
+                log_n[0] += b_hi[i] - max(b_lo[i], min(b_hi[i], cap))  # entries a full thread log lost
         else:
             for i in range(k):
                 o2 = b_o[i + 1] if i + 1 < k else oheap[0]
@@ -898,8 +890,7 @@ def _purge_neighbours(st, t, neigh_timeout, n, e):
             st.echo_mask[r] = np.uint64(0)
             st.link_q[st.rev[r]] = 0
             for o in range(n):
-                for k in range(8):
-                    st.rb[o, r, k] = 0
+                st.rbw[o, r] = np.uint64(0)
                 if st.xs[o, x, 0] == r:
                     st.xs[o, x, 0] = -1
                     log_route(st.nbr, st.log_t, st.log_node, st.log_orig, st.log_old, st.log_new, st.log_n,
@@ -923,8 +914,7 @@ def _purge_originators(st, t, orig_timeout, n):
                               t, x, o, st.xs[o, x, 0], -1)
                     st.xs[o, x, 0] = -1
                 for r in range(st.indptr[x], st.indptr[x + 1]):
-                    for k in range(8):
-                        st.rb[o, r, k] = 0
+                    st.rbw[o, r] = np.uint64(0)
     st.params[5] = oldest
 
 

@@ -107,6 +107,12 @@ class BatmanTwin(DataPlane):
         lo, hi = st.indptr[x], st.indptr[x + 1]
         routed = (st.router[:, x] >= lo) & (st.router[:, x] < hi)
         st.router[routed, x] = -1
+        self._clear_links(lo, hi)
+
+    def _clear_links(self, lo: int, hi: int) -> None:
+        """Forget node x's in-edges lo..hi: their rings (for every originator), windows, link TQs and
+        last-heard times."""
+        st = self.st
         st.rb[:, lo:hi, :] = 0
         st.recv_mask[lo:hi] = 0
         st.echo_mask[lo:hi] = 0
@@ -121,11 +127,7 @@ class BatmanTwin(DataPlane):
         st.last_seq[:, x] = -1
         st.orig_last_seen[:, x] = -1.0
         st.last_reset[:, x] = -1e9
-        st.rb[:, lo:hi, :] = 0
-        st.recv_mask[lo:hi] = 0
-        st.echo_mask[lo:hi] = 0
-        st.link_q[st.rev[lo:hi]] = 0  # x's in-edges, as its neighbours' out-edges
-        st.heard[st.rev[lo:hi]] = -1.0
+        self._clear_links(lo, hi)
         st.own_seq[x] = int(self.rng_misc.integers(1 << 20, 1 << 30))
         st.alive[x] = 1
 
