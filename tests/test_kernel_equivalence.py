@@ -313,6 +313,33 @@ def test_purge_skips_only_scans_that_cannot_find_anything():
         assert np.array_equal(getattr(a.st, name), getattr(b.st, name)), name
 
 
+def test_a_purge_that_drops_more_routes_than_the_log_holds_loses_none():
+    """A partition outlives the originator timeout: each half forgets the other (up to 2 * 15 * 15 routes
+    on a 30-node line, in one purge). With a route log of 256 entries the purge runs in chunks and
+    drains between them, so the route log is the same as with a log that never fills, and every route
+    across the cut is dropped and logged."""
+    g = topo.line(30)
+    twins = [BatmanTwin(g, RoutingSpec(), 3, log_capacity=cap) for cap in (256, 1 << 16)]
+    left = np.array([int(name[1:]) < 15 for name in twins[0].names])
+    across = left[:, None] != left[None, :]  # [orig, node]
+    for tw in twins:
+        t = 0.0
+        while t < 600.0:
+            t += 2.0
+            if t == 100.0:
+                routed = {(int(o), int(x)) for o, x in zip(*np.nonzero(across & (tw.st.router >= 0)), strict=True)}
+                tw.apply_op(Op(t, 0, "link_down", 0, link=("n14", "n15")))
+            tw.advance(t)
+            tw.purge()
+        assert not (across & (tw.st.router >= 0)).any()
+    small, big = (np.concatenate(tw.route_log) for tw in twins)
+    assert np.array_equal(small, big)
+    drops = small[(small["new"] == -1) & (small["t"] > 100.0)]
+    dropped = {(int(o), int(x)) for o, x in zip(drops["orig"], drops["node"], strict=True) if across[o, x]}
+    assert len(routed) > 300 and dropped == routed
+    assert np.unique(drops["t"], return_counts=True)[1].max() > 256  # one purge dropped more than the log holds
+
+
 def test_results_do_not_depend_on_the_number_of_cores():
     """One core or two, floods of an epoch in whatever order the threads take them: the same state,
     route log, counters and random streams, through loss, a crash, a reboot and a hard-interface

@@ -161,6 +161,8 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
     rb = np.zeros((n, e, 8), np.uint8)
     if sys.byteorder != "little" or n >= 1 << 21 or e >= 1 << 30:  # rbw word layout, queue/edge packing
         raise ValueError(f"the kernel needs a little-endian host, < 2**21 nodes and < 2**30 edges ({n}, {e})")
+    if log_capacity < 2 * n + 64:  # room for one flood's route changes (see _advance)
+        raise ValueError(f"log_capacity {log_capacity} is below one flood's worst case, {2 * n + 64}")
     st = State(
         indptr=indptr.astype(np.int32), nbr=nbr.astype(np.int32), rev=rev, src_of=src_of, nbr_index=nbr_index,
         up=np.ones(e, np.uint8), loss=np.zeros(e, np.float64), link_q=np.zeros(e, np.int32),
@@ -857,13 +859,17 @@ def _sync_all(rbw, xs, indptr):
                 rbw[o, r] = _wsync(rbw[o, r], g)
 
 
-def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float) -> None:
+def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float, drain=None) -> None:
     """batadv_purge_orig: drop neighbours silent for 200 s and originators silent for 400 s.
 
     ``params[4]`` and ``params[5]`` hold the oldest neighbour / originator last-seen time left after
     the previous scan. Only the kernel sets a last-seen time, always to a time no earlier than the
     previous purge (Python code only clears them to -1), so while ``t - bound <= timeout`` nothing can
     have timed out and the O(edges * nodes) / O(nodes**2) scan is skipped.
+
+    A purge can drop far more routes than the route log holds (half of a partitioned 1000-node mesh
+    forgets the other half: 500k routes), so the scan runs in chunks that each fit the log's free
+    room, and ``drain()`` (which must empty the log) is called between chunks.
     """
     n = st.alive.shape[0]
     e = st.nbr.shape[0]
@@ -871,15 +877,35 @@ def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float) -> Non
         sync_rings(st)
         st.params[7] = t
     if t - st.params[4] > neigh_timeout:
-        _purge_neighbours(st, float(t), float(neigh_timeout), n, e)
+        # each in-edge can drop one route per originator
+        st.params[4] = _purge_chunked(st, e, n, drain, lambda lo, hi: _purge_neighbours(
+            st, float(t), float(neigh_timeout), n, lo, hi), t)
     if t - st.params[5] > orig_timeout:
-        _purge_originators(st, float(t), float(orig_timeout), n)
+        st.params[5] = _purge_chunked(st, n, n, drain, lambda lo, hi: _purge_originators(
+            st, float(t), float(orig_timeout), n, lo, hi), t)
+
+
+def _purge_chunked(st: State, count: int, per_item: int, drain, scan, t: float) -> float:
+    """Run scan(lo, hi) over range(count) in chunks whose worst-case route drops fit the log; returns the
+    oldest last-seen time the chunks left."""
+    oldest = float(t)
+    cap = st.log_t.shape[0]
+    lo = 0
+    while lo < count:
+        room = cap - int(st.log_n[0])
+        if room < per_item and drain is not None:
+            drain()
+            room = cap - int(st.log_n[0])
+        hi = count if drain is None else min(count, lo + max(1, room // per_item))
+        oldest = min(oldest, scan(lo, hi))
+        lo = hi
+    return oldest
 
 
 @nb.njit(cache=True)
-def _purge_neighbours(st, t, neigh_timeout, n, e):
+def _purge_neighbours(st, t, neigh_timeout, n, lo, hi):
     oldest = t
-    for r in range(e):  # in-edge r of x; x heard its neighbour last at heard[rev[r]]
+    for r in range(lo, hi):  # in-edge r of x; x heard its neighbour last at heard[rev[r]]
         seen = st.heard[st.rev[r]]
         if seen >= 0.0 and t - seen <= neigh_timeout:
             oldest = min(oldest, seen)
@@ -895,13 +921,13 @@ def _purge_neighbours(st, t, neigh_timeout, n, e):
                     st.xs[o, x, 0] = -1
                     log_route(st.nbr, st.log_t, st.log_node, st.log_orig, st.log_old, st.log_new, st.log_n,
                               t, x, o, r, -1)
-    st.params[4] = oldest
+    return oldest
 
 
 @nb.njit(cache=True)
-def _purge_originators(st, t, orig_timeout, n):
+def _purge_originators(st, t, orig_timeout, n, lo, hi):
     oldest = t
-    for o in range(n):
+    for o in range(lo, hi):
         for x in range(n):
             seen = st.orig_last_seen[o, x]
             if seen >= 0.0 and t - seen <= orig_timeout:
@@ -915,7 +941,7 @@ def _purge_originators(st, t, orig_timeout, n):
                     st.xs[o, x, 0] = -1
                 for r in range(st.indptr[x], st.indptr[x + 1]):
                     st.rbw[o, r] = np.uint64(0)
-    st.params[5] = oldest
+    return oldest
 
 
 @nb.njit(cache=True)
