@@ -279,13 +279,20 @@ def _wany(w):
 
 
 @nb.njit(cache=True, inline="always")
-def _wavg(w):
-    """Integer average of the non-zero ring entries of record word w (kernel batadv_ring_buffer_avg)."""
+def _wsum(w):
+    """Sum and count of the non-zero ring entries of record word w."""
     z = w & _WRING
     cnt = _popcnt((((z & _W7F) + _W7F) | z) & _W80)  # bit 7 of each byte: is it non-zero
     a = z & np.uint64(0x000000FF00FF00FF)  # bytes 0, 2, 4
     b = (z >> _W8) & np.uint64(0x0000000000FF00FF)  # bytes 1, 3
     sm = (((a + b) * np.uint64(0x0000000100010001)) >> np.uint64(32)) & np.uint64(0xFFFF)
+    return sm, cnt
+
+
+@nb.njit(cache=True, inline="always")
+def _wavg(w):
+    """Integer average of the non-zero ring entries of record word w (kernel batadv_ring_buffer_avg)."""
+    sm, cnt = _wsum(w)
     return (sm * _RECIP[cnt]) >> np.uint64(16)
 
 
@@ -548,9 +555,24 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 g = lt >> _X_GEN
                 tq = (tq_in * np.uint64(link_q[e])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
                 w = _wsync(rb_o[r], g)  # the zeros this ring is owed, then it is current
+                tag = np.uint64(seq & 0xFF) << _WTAG
+                if (last == seq) & (cur != r) & (not single):
+                    # ---- the commonest case, kept short: another copy of a sequence number x already
+                    # has, from a neighbour that is not x's router. Never forwarded; it only feeds the
+                    # ring, and takes the route if its average is now strictly higher.
+                    w = (w & ~_WTAGMASK) | tag
+                    if (tq != _U0) & (np.int64(lt & _WFF) - 3 <= ttl):
+                        w = _wpush(w, tq)
+                        sm, cnt = _wsum(w)
+                        # a > router's average  <=>  sm >= (average + 1) * cnt (cnt >= 1: tq was pushed)
+                        if (cur < 0) | (sm >= (((lt >> _W8) & _WFF) + _U1) * cnt):
+                            xs_o[x4] = r
+                            xs_o[x4 + _U2] = _xs_word(lt & _WFF, (sm * _RECIP[cnt]) >> np.uint64(16), g)
+                            log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
+                    rb_o[r] = w
+                    continue
                 best = (cur == r) & _wany(w)
                 diff = seq - last
-                tag = np.uint64(seq & 0xFF) << _WTAG
                 if (diff == 0) & (last >= 0):
                     # ---- the common case: another copy of the sequence number x already has
                     dup2 = (w & _WTAGMASK) == tag  # NEIGH_DUP: this neighbour already sent it
