@@ -187,7 +187,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         ring=rb[:, :, :RING],
         router=xs[:, :, 0], last_seq=xs[:, :, 1], last_ttl=xs[:, :, 2], in_edge_from=xs[:, :, 3],
         rbw=rb.view(np.uint64).reshape(n, e),
-        rxok=np.zeros(n, np.uint8), erec=np.zeros(e, np.uint64),
+        rxok=np.zeros(n, np.uint8), erec=np.zeros(e + 1, np.uint64),
         dirty=np.zeros(n, np.uint8), dirty_list=np.zeros(n, np.int32), dirty_n=np.zeros(1, np.int64),
         b_o=np.zeros(n, np.int32), b_t0=np.zeros(n), b_seq=np.zeros(n, np.int64), b_lo=np.zeros(n, np.int64),
         b_hi=np.zeros(n, np.int64), b_thr=np.zeros(n, np.int64), b_next=np.zeros(1, np.int64),
@@ -388,6 +388,25 @@ def _prefetch(typingctx, arr, idx):
 
 
 @intrinsic
+def _prefetch0(typingctx, arr, idx):
+    """Hint the CPU to pull arr[idx]'s cache line into L1 (llvm.prefetch, locality 3)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def _fetch_add(typingctx, arr, val):
     """Atomically add val to arr[0] and return the old value (llvm atomicrmw add, sequentially
     consistent): the floods of a batch are handed out to cores through it."""
@@ -531,6 +550,9 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             e_hi = np.uint64(indptr[s + _U1])
             for e in range(e_lo, e_hi):
                 we = erec[e]
+                wn = erec[e + _U1]  # the next neighbour's records, requested while this one is handled
+                _prefetch0(xs_o, np.uint64(wn & _EREC_MASK) << _U2)
+                _prefetch0(rb_o, (wn >> _EREC_R) & _EREC_RMASK)
                 if we < _EREC_OK:  # link down or receiver dead / quarantined
                     continue
                 if we & _EREC_LOSSY:
@@ -714,11 +736,10 @@ def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, i
     b_next[0] = 0
     for c in nb.prange(nthreads):
         plog_n[c] = 0
-        while True:
-            i = _fetch_add(b_next, 1)
-            if i >= k:
-                break
-            nxt = i + nthreads
+        i = _fetch_add(b_next, 1)
+        while i < k:
+            # claim the next flood now, so that its slab is the one prefetched while this one runs
+            nxt = _fetch_add(b_next, 1)
             o2 = b_o[nxt] if nxt < k else -1
             b_thr[i] = c
             b_lo[i] = plog_n[c]
@@ -728,6 +749,7 @@ def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, i
                    plog_t[c], plog_node[c], plog_orig[c],
                    plog_old[c], plog_new[c], plog_n[c:c + 1], params)
             b_hi[i] = plog_n[c]
+            i = nxt
 
 
 @nb.njit(cache=True)
