@@ -50,7 +50,7 @@ straightforward version of the same model is kept in ``tests/test_kernel_equival
   the node counts generations and a record catches up (one shift) when next read, instead of a
   loop over all of the node's neighbours per new sequence number. Only the router's record is
   kept current, because the node record caches its ring average for the switch test;
-* the commonest copy (about 4 in 7 at degree 7: a sequence number the receiver already has, from a
+* the commonest copy (most of them: a sequence number the receiver already has, from a
   neighbour that is not its router) takes a short path of its own: it is never forwarded, and its
   switch test compares the ring's sum with (router average + 1) * count instead of dividing;
 * receptions and last-heard times are counted per transmission and folded in per call
