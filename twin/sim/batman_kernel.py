@@ -372,42 +372,33 @@ def _init_orig_heap(oheap, next_orig, oheap_n):
     oheap_n[0] = n
 
 
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Hint the CPU to pull arr[idx]'s cache line into L2 (llvm.prefetch, no effect on results)."""
-    sig = types.void(arr, idx)
+def _prefetch_intrinsic(name: str, locality: int, doc: str):
+    """An intrinsic ``name(arr, idx)`` hinting the CPU to pull arr[idx]'s cache line in (llvm.prefetch with
+    this locality: 3 keeps it in L1, 2 in L2). Hints only: no effect on results."""
 
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
-        return context.get_dummy_value()
+    def impl(typingctx, arr, idx):
+        sig = types.void(arr, idx)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(locality), i32(1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    impl.__name__ = impl.__qualname__ = name
+    impl.__doc__ = doc
+    return intrinsic(impl)
 
 
-@intrinsic
-def _prefetch0(typingctx, arr, idx):
-    """Hint the CPU to pull arr[idx]'s cache line into L1 (llvm.prefetch, locality 3)."""
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+_prefetch = _prefetch_intrinsic("_prefetch", 2, "Pull arr[idx]'s cache line into L2 (the next flood's slab).")
+_prefetch0 = _prefetch_intrinsic("_prefetch0", 3, "Pull arr[idx]'s cache line into L1 (the next neighbour's records).")
 
 
 @intrinsic
