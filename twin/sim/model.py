@@ -56,7 +56,7 @@ class BatmanTwin(DataPlane):
         while K.advance(st, t):
             self._drain_log()
         if st.log_n[0] > st.log_t.shape[0] // 8:
-            # drained in chunks, not per call: each drain has a fixed cost (measured ~5 % of a
+            # drained in chunks, not per call: each drain has a fixed cost (measured ~3 % of a
             # 1000-node run when it ran at every probe), and the kernel batches a whole epoch's
             # floods only while the log has room for them
             self._drain_log()
