@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import sys
 from collections import namedtuple
+from collections.abc import Callable
 
 import numba as nb
 import numpy as np
@@ -191,6 +192,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         ring=rb[:, :, :RING],
         router=xs[:, :, 0], last_seq=xs[:, :, 1], last_ttl=xs[:, :, 2], in_edge_from=xs[:, :, 3],
         rbw=rb.view(np.uint64).reshape(n, e),
+        # erec has one spare word: the receive loop reads the next edge's record ahead of time
         rxok=np.zeros(n, np.uint8), erec=np.zeros(e + 1, np.uint64),
         dirty=np.zeros(n, np.uint8), dirty_list=np.zeros(n, np.int32), dirty_n=np.zeros(1, np.int64),
         b_o=np.zeros(n, np.int32), b_t0=np.zeros(n), b_seq=np.zeros(n, np.int64), b_lo=np.zeros(n, np.int64),
@@ -899,7 +901,7 @@ def _sync_all(rbw, xs, indptr):
                 rbw[o, r] = _wsync(rbw[o, r], g)
 
 
-def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float, drain=None) -> None:
+def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float, drain: Callable[[], None]) -> None:
     """batadv_purge_orig: drop neighbours silent for 200 s and originators silent for 400 s.
 
     ``params[4]`` and ``params[5]`` hold the oldest neighbour / originator last-seen time left after
@@ -925,18 +927,16 @@ def purge(st: State, t: float, neigh_timeout: float, orig_timeout: float, drain=
             st, float(t), float(orig_timeout), n, lo, hi), t)
 
 
-def _purge_chunked(st: State, count: int, per_item: int, drain, scan, t: float) -> float:
-    """Run scan(lo, hi) over range(count) in chunks whose worst-case route drops fit the log; returns the
-    oldest last-seen time the chunks left."""
+def _purge_chunked(st: State, count: int, per_item: int, drain: Callable[[], None], scan, t: float) -> float:
+    """Run scan(lo, hi) over range(count) in chunks whose worst-case route drops (per_item each) fit the
+    log, draining it between chunks; returns the oldest last-seen time the scans left."""
     oldest = float(t)
-    cap = st.log_t.shape[0]
+    cap = st.log_t.shape[0]  # >= 2 * n + 64 > per_item (make_state checks it)
     lo = 0
     while lo < count:
-        room = cap - int(st.log_n[0])
-        if room < per_item and drain is not None:
+        if cap - int(st.log_n[0]) < per_item:
             drain()
-            room = cap - int(st.log_n[0])
-        hi = count if drain is None else min(count, lo + max(1, room // per_item))
+        hi = min(count, lo + (cap - int(st.log_n[0])) // per_item)
         oldest = min(oldest, scan(lo, hi))
         lo = hi
     return oldest
