@@ -61,7 +61,11 @@ straightforward version of the same model is kept in ``tests/test_kernel_equival
   link TQs and last-heard times are indexed by the sender's edge, so one transmission reads each
   from one cache line;
 * pending transmissions sit in a calendar queue (64 time buckets over twice the largest forward
-  delay, a bitmap to find the next; a flood has ~35 pending at 1000 nodes);
+  delay, a bitmap to find the next; a flood has ~35 pending at 1000 nodes). Each transmission starts
+  by peeking at the earliest pending one and loading where its row is: unless the transmission queues
+  an earlier one, that is the next, and the next receive loop starts right after this one's exit
+  (a mispredicted branch) instead of behind the pop's chain of dependent loads (measured 2.5-4 % less
+  time per copy on one core);
 * while one flood runs, the next originator's slab is prefetched (node records at once, ring
   records three cache lines per transmission), and each neighbour's records while the one before it
   is handled;
@@ -434,6 +438,14 @@ def _cttz(typingctx, x):
 
 
 @nb.njit(cache=True, inline="always")
+def _first_bucket(bitmap, t, inv_w):
+    """The forward queue's first non-empty bucket at or after time t's (bitmap: non-empty buckets)."""
+    cb = np.uint64(t * inv_w) & np.uint64(63)
+    m = (bitmap >> cb) | (bitmap << ((np.uint64(64) - cb) & np.uint64(63))) if cb != _U0 else bitmap
+    return (cb + _cttz(m)) & np.uint64(63)
+
+
+@nb.njit(cache=True, inline="always")
 def _prefetch_nodes(xs, orig_last_seen, o):
     """Prefetch originator o's node records and last-seen times (at 1000 nodes, 24 kB)."""
     xs_o = xs[o].reshape(xs.shape[1] * 4)
@@ -529,7 +541,30 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     ttl = ttl0
     prev = np.uint32(o)
     flags = _U0
+    e_lo = np.uint64(indptr[s])
+    e_hi = np.uint64(indptr[s + _U1])
     while True:
+        # ---- the earliest pending transmission now, and where its row is: if this transmission queues
+        # nothing earlier (tmin), it is the next one, and the next loop starts without waiting for the pop
+        # (a chain of dependent loads) after this loop's exit
+        pk_q = _NIL
+        pk_t = 0.0
+        pk_b = _U0
+        pk_p = _U0
+        pk_lo = _U0
+        pk_hi = _U0
+        if bitmap != _U0:
+            pk_b = _first_bucket(bitmap, t, inv_w)
+            pk_q = fq_i[q_head + pk_b]
+            pk_t = fq_t[pk_q]
+            pk_p = fq_p[pk_q]
+            pk_s = pk_p & _FQ_MASK
+            pk_lo = np.uint64(indptr[pk_s])
+            pk_hi = np.uint64(indptr[pk_s + _U1])
+            w0 = erec[pk_lo]  # its first neighbour's records (the loop requests each next one itself)
+            _prefetch0(xs_o, np.uint64(w0 & _EREC_MASK) << _U2)
+            _prefetch0(rb_o, (w0 >> _EREC_R) & _EREC_RMASK)
+        tmin = np.inf
         # ---- transmit: s sends (o, seq, tq_in, ttl, prev, flags) to every neighbour
         if pf < n_rb:
             _prefetch(pf_rb, pf << np.uint64(3))
@@ -544,8 +579,6 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             ntx[s] += 1
             ltx[s] = max(ltx[s], t)
             single = s == o
-            e_lo = np.uint64(indptr[s])
-            e_hi = np.uint64(indptr[s + _U1])
             for e in range(e_lo, e_hi):
                 we = erec[e]
                 wn = erec[e + _U1]  # the next neighbour's records, requested while this one is handled
@@ -663,6 +696,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                     fl = _U1 if best else np.uint64(3)
                 fwd_tq = tq * np.uint64(TQ_MAX - hop_penalty[x]) // np.uint64(TQ_MAX)
                 tn = t + delay
+                tmin = min(tmin, tn)
                 pk = (np.uint64(x) | (np.uint64(s) << _FQ_BITS) | (fwd_tq << np.uint64(42))
                       | (np.uint64(ttl - 1) << np.uint64(50)) | (fl << np.uint64(58)))
                 if top > _U0:
@@ -699,12 +733,23 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 _prefetch(pf_rb, pf << np.uint64(3))
                 pf += _U1
             return
-        # ---- the earliest pending transmission: first non-empty bucket at or after now's
-        cb = np.uint64(t * inv_w) & np.uint64(63)
-        m = (bitmap >> cb) | (bitmap << ((np.uint64(64) - cb) & np.uint64(63))) if cb != _U0 else bitmap
-        b = (cb + _cttz(m)) & np.uint64(63)
+        # ---- the earliest pending transmission: the one peeked at, unless this transmission queued an earlier
+        # one (equal times queue behind it); else the first non-empty bucket at or after now's
+        if (pk_q != _NIL) & (tmin >= pk_t):
+            b = pk_b
+            q = pk_q
+            t = pk_t
+            pk = pk_p
+            e_lo = pk_lo
+            e_hi = pk_hi
+        else:
+            b = _first_bucket(bitmap, t, inv_w)
+            q = fq_i[q_head + b]
+            t = fq_t[q]
+            pk = fq_p[q]
+            e_lo = np.uint64(indptr[pk & _FQ_MASK])
+            e_hi = np.uint64(indptr[(pk & _FQ_MASK) + _U1])
         hb = q_head + b
-        q = fq_i[hb]
         nq = fq_i[q]
         if nq == _NIL:
             bitmap &= ~(_U1 << b)
@@ -712,8 +757,6 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             fq_i[hb] = nq
         fq_i[q_free + top] = q
         top += _U1
-        t = fq_t[q]
-        pk = fq_p[q]
         s = np.uint32(pk & _FQ_MASK)
         prev = np.uint32((pk >> _FQ_BITS) & _FQ_MASK)
         tq_in = (pk >> np.uint64(42)) & _WFF
