@@ -70,9 +70,9 @@ straightforward version of the same model is kept in ``tests/test_kernel_equival
   (a mispredicted branch) instead of behind the pop's chain of dependent loads. With the step over
   the previous sender's copy, measured 4.7 % less time per copy on one core (old and new kernel run
   side by side, one per core, 10 pairs, every pair faster);
-* while one flood runs, the next originator's slab is prefetched (node records at once, ring
-  records three cache lines per transmission), and each neighbour's records while the one before it
-  is handled;
+* while one flood runs, the next originator's slab is prefetched a few cache lines per transmission
+  (ring records three, node records and last-seen times one each), and each neighbour's records
+  while the one before it is handled;
 * the mesh is numbered in reverse Cuthill-McKee order (``twin.sim.dataplane.mesh_csr``), so a
   flood's wave reads records that sit close together.
 """
@@ -462,17 +462,6 @@ def _skips(erec, e_lo, pk):
     return e, _NIL
 
 
-@nb.njit(cache=True, inline="always")
-def _prefetch_nodes(xs, orig_last_seen, o):
-    """Prefetch originator o's node records and last-seen times (at 1000 nodes, 24 kB)."""
-    xs_o = xs[o].reshape(xs.shape[1] * 4)
-    for i in range(0, xs_o.shape[0], 16):
-        _prefetch(xs_o, i)
-    ls_o = orig_last_seen[o]
-    for i in range(0, ls_o.shape[0], 8):
-        _prefetch(ls_o, i)
-
-
 
 #: Length of an epoch: floods read link TQs as they were at the epoch's start (see _advance).
 EPOCH_S = 0.1
@@ -522,16 +511,23 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     fwd_jitter = params[1]
     aggregation = params[2]
     ttl0 = np.int64(params[3])
-    # The next flood's slab is requested while this one runs: its node records and last-seen times at
-    # once, its ring records (the bulk) three cache lines per transmission, as a burst of ~1700 requests
-    # at 1000 nodes left much of it unfetched.
+    # The next flood's slab is requested while this one runs, a few cache lines per transmission: its ring
+    # records (the bulk) three, its node records and last-seen times one each. Requested at once, they
+    # were slower: a burst of ~1700 ring-record requests at 1000 nodes left much of it unfetched, and the
+    # ~375 node-record requests slowed every flood's first transmissions (measured 4.7 % per copy).
     pf = _U0
     n_rb = _U0
     pf_rb = rbw[o]
+    px = _U0
+    n_x = _U0
+    pf_xs = xs[o].reshape(xs.shape[1] * 4)
+    pf_ls = orig_last_seen[o]
     if o2 >= 0:
         pf_rb = rbw[o2]
         n_rb = np.uint64(pf_rb.shape[0] + 7) >> np.uint64(3)
-        _prefetch_nodes(xs, orig_last_seen, o2)
+        pf_xs = xs[o2].reshape(xs.shape[1] * 4)
+        pf_ls = orig_last_seen[o2]
+        n_x = np.uint64(pf_xs.shape[0] + 15) >> np.uint64(4)
     rb_o = rbw[o]
     xs_o = xs[o].reshape(xs.shape[1] * 4)  # [router, last_seq, last_ttl | router's ring average << 8, in-edge]
     lseen_o = orig_last_seen[o]
@@ -595,6 +591,10 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             _prefetch(pf_rb, (pf << np.uint64(3)) + np.uint64(8))
             _prefetch(pf_rb, (pf << np.uint64(3)) + np.uint64(16))
             pf += np.uint64(3)
+        if px < n_x:
+            _prefetch(pf_xs, px << np.uint64(4))
+            _prefetch(pf_ls, px << _U2)  # (1000 float64: 4 per step reaches every line, in range)
+            px += _U1
         if alive[s]:
             txc[s] += 1
         if rxok[s]:
@@ -765,6 +765,10 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             while pf < n_rb:  # a short flood: the rest of the next slab at once
                 _prefetch(pf_rb, pf << np.uint64(3))
                 pf += _U1
+            while px < n_x:
+                _prefetch(pf_xs, px << np.uint64(4))
+                _prefetch(pf_ls, px << _U2)
+                px += _U1
             return
         # ---- the earliest pending transmission: the one peeked at, unless this transmission queued an earlier
         # one (equal times queue behind it); else the first non-empty bucket at or after now's
