@@ -593,7 +593,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             pf += np.uint64(3)
         if px < n_x:
             _prefetch(pf_xs, px << np.uint64(4))
-            _prefetch(pf_ls, px << _U2)  # (1000 float64: 4 per step reaches every line, in range)
+            _prefetch(pf_ls, px << _U2)  # (n float64, 8 per line: 4 per step reaches every line, in range)
             px += _U1
         if alive[s]:
             txc[s] += 1
@@ -798,7 +798,6 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
         tq_in = (pk >> np.uint64(42)) & _WFF
         ttl = np.int64((pk >> np.uint64(50)) & _WFF)
         flags = pk >> np.uint64(58)
-        skip, skip_l = _skips(erec, e_lo, pk)
 
 
 @nb.njit(cache=True, parallel=True)
