@@ -119,14 +119,14 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
             results["t_q"] = t
         if t >= 3.5 and "q" in results and "u" not in results:
             during_q.append(ad.observe())  # sampled each tick: babeld ages reach only at its checks
-        if t >= 5.0 and "u" not in results:
+        if t >= 6.5 and "u" not in results:
             telemetry.append(ad.observe())
             results["u"] = ad.apply(SignedAction(Action("unquarantine", "n1")))
             results["t_u"] = t
             # babeld re-learns the node's neighbours after this (documented): not before t_u
             results["hop"] = ad.apply(SignedAction(Action("set_hop_penalty", "n2", {"value": 30})))
 
-    run = run_emu(g, [], [("n0", "n2")], duration_s=6.5, probe_rate_hz=20.0, loop_period_s=0.25,
+    run = run_emu(g, [], [("n0", "n2")], duration_s=8.0, probe_rate_hz=20.0, loop_period_s=0.25,
                   on_tick=tick, fallback_overlay=False)
     assert results["tel"] is True
     assert results["q"].applied and results["u"].applied and results["hop"].applied
@@ -145,7 +145,7 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
     assert tel.orig_tq[i["n0"], i["n1"]] > tel.orig_tq[i["n0"], i["n2"]] > 0
     assert len(tel.link_src) == 4 and (tel.link_tq > 0).all()
     assert (tel.tx_packets > 0).all() and tel.orig_interval_s.tolist() == [1.0, 1.0, 1.0]
-    tel_q = telemetry[1]  # 3 s into the quarantine: n0 has not heard n1 since, its link decays
+    tel_q = telemetry[1]  # 4.5 s into the quarantine: n0 has not heard n1 since, its link decays
 
     def link(t, a, b):  # (tq, last_seen) of a's entry for neighbour b, or None
         for s_, d_, q_, age in zip(t.link_src, t.link_dst, t.link_tq, t.link_last_seen, strict=True):
@@ -155,10 +155,12 @@ def test_quarantine_blocks_traffic_and_actions_are_applied() -> None:
 
     before = link(tel, "n0", "n1")
     assert before[1] < 1.5
-    # babeld only ages ``reach`` when it notices missed hellos (every ~1.5 hellos, later on a busy
-    # host), so last_seen lags: some sample in the last 1.5 s of the quarantine must show the decay
+    # babeld only ages ``reach`` when its periodic neighbour check (about every 1.5 hello intervals)
+    # finds a hello well overdue, so the first decay shows 1-3 s into the quarantine, later on a busy
+    # host (a CI run once saw none within 3 s); some sample 1.5-4.5 s into the quarantine must show it
     samples = [link(x, "n0", "n1") for x in [*during_q, tel_q]]
-    assert any(d is None or (d[1] > before[1] and d[1] >= 1.0) for d in samples), (before, samples)
+    assert any(d is None or (d[1] > before[1] and d[1] >= 1.0) for d in samples), (
+        t_q, before, [(round(x.t, 2), d) for x, d in zip([*during_q, tel_q], samples, strict=True)])
     assert np.all(tel_q.probe_ok <= tel_q.probe_sent)
     _no_leftovers(run.run_id)
 

@@ -10,7 +10,7 @@ the sim babel model; besides:
 
 * ``link_last_seen`` = leading zero bits of the neighbour's 16-bit hello history (``reach``)
   times the hello interval (babeld ages ``reach`` only when it notices missed hellos, so this
-  lags by up to ~2 intervals); ``orig_last_seen`` = time since this adapter last saw a finite
+  lags by up to ~3 intervals); ``orig_last_seen`` = time since this adapter last saw a finite
   route.
 """
 
