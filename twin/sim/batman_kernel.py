@@ -128,8 +128,9 @@ State = namedtuple(
         # scheduling
         # (fq_t, fq_p, fq_i: per thread, the calendar queue of the running flood, see _flood)
         "oheap", "oheap_n", "fq_t", "fq_p", "fq_i",
-        # route-change log and scalar parameters
-        "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n",
+        # route-change log (log_t0: origination time of the flood that made the change, so that a probe can
+        # see the routes as they were before a later flood) and scalar parameters
+        "log_t", "log_node", "log_orig", "log_old", "log_new", "log_n", "log_t0",
         "params", "rng",
         # views into the packed records, for Python-side readers (not used by the hot loop)
         "ring", "router", "last_seq", "last_ttl", "in_edge_from",
@@ -194,7 +195,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         fq_i=np.zeros((threads, 2 * (e + n + 8) + 128), np.uint64),
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
         log_orig=np.zeros(log_capacity, np.int32), log_old=np.zeros(log_capacity, np.int32),
-        log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64),
+        log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64), log_t0=np.zeros(log_capacity),
         params=np.array([jitter, fwd_jitter, aggregation, float(ttl), 0.0, 0.0, -1.0, 0.0,
                         float(PARALLEL_MIN_WORK)]),
         rng=rng,
@@ -488,7 +489,8 @@ def advance(st: State, until: float) -> int:
                     st.hop_penalty, st.interval, st.next_orig, st.own_seq, st.tx, st.rx, st.recv_mask, st.echo_mask,
                     st.link_q, st.heard, st.rbw, st.xs, st.orig_last_seen, st.last_reset, st.rng_o,
                     st.oheap, st.oheap_n, st.fq_t, st.fq_p, st.fq_i, st.log_t, st.log_node, st.log_orig, st.log_old,
-                    st.log_new, st.log_n, st.params, st.dirty, st.dirty_list, st.dirty_n, st.b_o, st.b_t0, st.b_seq,
+                    st.log_new, st.log_n, st.log_t0, st.params, st.dirty, st.dirty_list, st.dirty_n, st.b_o, st.b_t0,
+                    st.b_seq,
                     st.b_lo, st.b_hi, st.b_thr, st.b_next, st.in_batch, st.cnt_x, st.ltx_x, st.lost_x, st.nls_x,
                     st.plog_t, st.plog_node,
                     st.plog_orig, st.plog_old, st.plog_new, st.plog_n, float(until))
@@ -833,7 +835,7 @@ def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, i
 def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_penalty, interval,
              next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_q, heard,
              rbw, xs, orig_last_seen, last_reset, rng_o, oheap, oheap_n, fq_t, fq_p, fq_i,
-             log_t, log_node, log_orig, log_old, log_new, log_n, params, dirty, dirty_list, dirty_n,
+             log_t, log_node, log_orig, log_old, log_new, log_n, log_t0, params, dirty, dirty_list, dirty_n,
              b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, in_batch, cnt_x, ltx_x, lost_x, nls_x, plog_t, plog_node,
              plog_orig,
              plog_old, plog_new, plog_n, until):
@@ -915,15 +917,18 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
                         log_orig[m] = plog_orig[c, j]
                         log_old[m] = plog_old[c, j]
                         log_new[m] = plog_new[c, j]
+                        log_t0[m] = b_t0[i]
                     log_n[0] = m + 1
                 log_n[0] += b_hi[i] - max(b_lo[i], min(b_hi[i], cap))  # entries a full thread log lost
         else:
             for i in range(k):
                 o2 = b_o[i + 1] if i + 1 < k else oheap[0]
+                m0 = log_n[0]
                 _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
                        recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
                        cnt_x[0, 0], cnt_x[0, 1], ltx_x[0], lost_x[0], nls_x[0], fq_t[0], fq_p[0], fq_i[0],
                        log_t, log_node, log_orig, log_old, log_new, log_n, params)
+                log_t0[m0:min(log_n[0], cap)] = b_t0[i]
         for i in range(k):
             in_batch[b_o[i]] = 0
     _fold_counts(indptr, erec, tx, rx, heard, cnt_x, ltx_x, lost_x, nls_x)
@@ -1064,8 +1069,9 @@ def _purge_originators(st, t, orig_timeout, n, lo, hi):
 
 
 @nb.njit(cache=True)
-def walk(xs, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
-    """Follow next-hop tables from a to b like a data packet.
+def walk(col, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
+    """Follow next-hop tables from a to b like a data packet; ``col[x]`` is x's router toward b (an
+    in-edge of x, -1 for none), that is ``xs[b, :, 0]``.
 
     Returns (outcome, hops, latency_s). Outcomes: 0 delivered, 1 lost on a lossy link,
     2 no route, 3 next hop dead or link down, 4 TTL exceeded (loop), 5 dropped by a blackhole,
@@ -1080,7 +1086,7 @@ def walk(xs, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bit
             return 0, h, lat
         if h > 0 and blackhole[x]:
             return 5, h, lat
-        r = xs[b, x, 0]
+        r = col[x]
         if r < 0:
             return 2, h, lat
         nxt = nbr[r]
@@ -1105,8 +1111,30 @@ def walk(xs, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bit
 def walk_batch(xs, nbr, up, alive, quarantined, loss, src, dst, ttl, delay, rate, size_bits, blackhole, rng, fwd,
                out_code, out_hops, out_lat):
     for i in range(src.shape[0]):
-        c, h, lat = walk(xs, nbr, up, alive, quarantined, loss, src[i], dst[i], ttl, delay, rate, size_bits,
-                         blackhole, rng, fwd)
+        c, h, lat = walk(xs[dst[i], :, 0], nbr, up, alive, quarantined, loss, src[i], dst[i], ttl, delay, rate,
+                         size_bits, blackhole, rng, fwd)
+        out_code[i] = c
+        out_hops[i] = h
+        out_lat[i] = lat
+
+
+@nb.njit(cache=True)
+def walk_batch_at(t, e_t0, e_node, e_orig, e_old, nbr_index, col, xs, nbr, up, alive, quarantined, loss, src, dst,
+                  ttl, delay, rate, size_bits, blackhole, rng, fwd, out_code, out_hops, out_lat):
+    """``walk_batch`` on the routes as they were at time t, although floods up to a later time have run:
+    the route changes of floods originated at or after t (``e_*``: route-log entries, in log order, which
+    include every such change toward these destinations) are undone, newest first, in a copy (``col``)
+    of the destination's routes. So probes need not stop the kernel at every probe time."""
+    for i in range(src.shape[0]):
+        b = dst[i]
+        col[:] = xs[b, :, 0]
+        for j in range(e_t0.shape[0] - 1, -1, -1):
+            if e_orig[j] == b and e_t0[j] >= t:
+                x = e_node[j]
+                old = e_old[j]
+                col[x] = nbr_index[x, old] if old >= 0 else -1
+        c, h, lat = walk(col, nbr, up, alive, quarantined, loss, src[i], b, ttl, delay, rate, size_bits, blackhole,
+                         rng, fwd)
         out_code[i] = c
         out_hops[i] = h
         out_lat[i] = lat

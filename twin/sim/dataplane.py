@@ -97,6 +97,13 @@ class DataPlane:
                      code, hops, lat)
         return code, hops, lat
 
+    def probe_into(self, t: float, src: np.ndarray, dst: np.ndarray, size_bytes: int, code: np.ndarray,
+                   lat: np.ndarray) -> None:
+        """Probe at time ``t`` into the caller's arrays (outcome codes, latency in seconds). Here at
+        once; a model may defer the walk to its next ``advance`` (``BatmanTwin`` does)."""
+        self.advance(t)
+        code[:], _, lat[:] = self.probe(src, dst, size_bytes)
+
     def reachable_fraction(self) -> float:
         """Fraction of ordered pairs of live nodes whose route walk reaches the destination."""
         live = np.flatnonzero(self.st.alive)

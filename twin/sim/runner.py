@@ -1,8 +1,11 @@
 """SimPy processes of a ``sim`` run: fault timeline, probe flows, purge timer and loop ticks.
 
 Each is a plain generator on one ``env`` (SimPy habit). The routing kernel is advanced lazily:
-every process first brings the twin to ``env.now``, so faults, probes and loop decisions see the
-routing state of that very instant, while OGM floods themselves run compiled in batches.
+every process that reads or changes the twin first brings it to ``env.now``, so faults and loop
+decisions see the routing state of that very instant, while OGM floods themselves run compiled in
+batches. Probes are handed to the twin with their time; it may walk them at its next advance, on
+the routes of their own instant (``BatmanTwin.probe_into``), so the kernel need not stop ten times
+a second.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class SimRecord:
     probe_flow: list[np.ndarray] = field(default_factory=list)
     probe_pair: list[np.ndarray] = field(default_factory=list)
     probe_code: list[np.ndarray] = field(default_factory=list)
-    probe_lat: list[np.ndarray] = field(default_factory=list)
+    probe_lat: list[np.ndarray] = field(default_factory=list)  # seconds
     probe_valid: list[np.ndarray] = field(default_factory=list)
     other: list[dict] = field(default_factory=list)  # ops, actions, anomalies, notes
     wall_s: float = 0.0
@@ -116,13 +119,14 @@ def run_sim(world: World, *, loop_tick: Callable | None = None, loop_period: flo
                 return
             if t > env.now:
                 yield env.timeout(t - env.now)
-            twin.advance(env.now)
-            code, _, lat = twin.probe(src, dst, flow.size)
+            # filled now or, deferred by the twin, at its next advance (before anything reads them)
+            code, lat = np.empty(len(src), np.int32), np.empty(len(src))
+            twin.probe_into(env.now, src, dst, flow.size, code, lat)
             rec.probe_t.append(np.full(len(src), env.now))
             rec.probe_flow.append(np.full(len(src), fi, np.int32))
             rec.probe_pair.append(pair_ids)
             rec.probe_code.append(code)
-            rec.probe_lat.append(lat * 1000.0)
+            rec.probe_lat.append(lat)
             rec.probe_valid.append(truth.valid(flow.pairs) & (twin.st.alive[src] == 1))
             k += 1
 
@@ -215,7 +219,7 @@ def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame
             src[m] = name_code[s_[pair[m]]]
             dst[m] = name_code[d_[pair[m]]]
         code = np.concatenate(rec.probe_code)
-        lat = np.concatenate(rec.probe_lat)
+        lat = np.concatenate(rec.probe_lat) * 1000.0  # ms
         out_codes = voc.codes(OUTCOMES)
         add(np.concatenate(rec.probe_t), voc.code("probe"), src, dst, out_codes[code],
             np.where(code == 0, lat, np.nan), np.concatenate(rec.probe_valid), -1, voc.code(""), flow, pair)
