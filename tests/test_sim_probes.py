@@ -74,15 +74,17 @@ def test_a_probe_cannot_be_deferred_into_the_past_nor_overtaken():
     sc = parse(scenario_text(CHURN.format(seed=2)))
     world = resolve(sc)
     twin = BatmanTwin(world.graph, sc.routing, sc.seed)
-    src, dst = np.array([0], np.int32), np.array([5], np.int32)
-    code, lat = np.empty(1, np.int32), np.empty(1)
+    src, dst = np.arange(10, dtype=np.int32), np.full(10, 20, np.int32)
+    code, lat = np.empty(10, np.int32), np.empty(10)
     twin.advance(10.0)
     with pytest.raises(ValueError, match="already at 10.0 s"):
         twin.probe_into(9.5, src, dst, 100, code, lat)
     twin.probe_into(10.5, src, dst, 100, code, lat)
     with pytest.raises(RuntimeError, match="pending"):  # an immediate probe would take its random draws first
         twin.probe(src, dst, 100)
-    twin.advance(10.2)  # not yet due: still pending
-    assert twin._pending
-    twin.advance(11.0)
-    assert not twin._pending and code[0] in range(7)
+    stream = twin.rng_data.tobytes()
+    twin.advance(10.2)  # not yet due: not walked, so the data stream has not moved
+    assert twin.rng_data.tobytes() == stream
+    twin.advance(11.0)  # walked now: every link has 5 % loss, so the walks drew from the stream
+    assert twin.rng_data.tobytes() != stream and set(code.tolist()) <= set(range(7)) and (code == 0).any()
+    twin.probe(src, dst, 100)  # walked: nothing pending any more
