@@ -643,6 +643,9 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             ntx[s] += 1
             ltx[s] = max(ltx[s], t)
             single = s == o
+            # the short path's test in one compare: the originator's own transmission and NOT_BEST copies
+            # never take it (no record holds -3), nor does the originator's own record (its last_seq is -1)
+            seq_s = seq if (not single) & ((flags & _U2) == _U0) else np.int64(-3)
             # The previous sender drops its own copy (prev_sender is itself). On a loss-free link that copy
             # is not visited at all; on a lossy one it still draws its loss, so every stream stays in order.
             e = e_lo + np.uint64(e_lo == skip)
@@ -663,13 +666,6 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 # ---- receive at x on in-edge r (its neighbour is s)
                 x = np.uint32(we & _EREC_MASK)
                 r = np.uint32((we >> _EREC_R) & _EREC_RMASK)
-                if x == o:
-                    age = own_seq[x] - seq
-                    if (flags & _U1) and 0 <= age < WINDOW:
-                        echo_mask[r] |= _U1 << np.uint64(age)
-                    continue
-                if (flags & _U2) != _U0:  # NOT_BEST: only the originator (its echo, above) takes it
-                    continue
                 x4 = np.uint64(x) << _U2
                 cur = np.int64(xs_o[x4])
                 last = np.int64(xs_o[x4 + _U1])
@@ -678,7 +674,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 tq = (tq_in * np.uint64(link_q[ec])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
                 w = _wsync(rb_o[r], g)  # the zeros this ring is owed, then it is current
                 tag = np.uint64(seq & 0xFF) << _WTAG
-                if (last == seq) & (cur != r) & (not single):
+                if (last == seq_s) & (cur != r):
                     # ---- the commonest case, kept short: another copy of a sequence number x already
                     # has, from a neighbour that is not x's router. Never forwarded; it only feeds the
                     # ring, and takes the route if its average is now strictly higher.
@@ -692,6 +688,13 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                             xs_o[x4 + _U2] = _xs_word(lt & _WFF, (sm * _RECIP[cnt]) >> np.uint64(16), g)
                             log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
                     rb_o[r] = w
+                    continue
+                if x == o:  # (its own record's last_seq stays -1, so it never took the short path above)
+                    age = own_seq[x] - seq
+                    if (flags & _U1) and 0 <= age < WINDOW:
+                        echo_mask[r] |= _U1 << np.uint64(age)
+                    continue
+                if (flags & _U2) != _U0:  # NOT_BEST: only the originator (its echo, above) takes it
                     continue
                 best = (cur == r) & _wany(w)
                 diff = seq - last
