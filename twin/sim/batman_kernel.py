@@ -196,7 +196,7 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         rng_o=_originator_streams(rng, n),
         oheap=np.zeros(n, np.int32), oheap_n=np.zeros(1, np.int64),
         fq_t=np.zeros((threads, e + n + 8)), fq_p=np.zeros((threads, e + n + 8), np.uint64),
-        fq_i=np.zeros((threads, 2 * (e + n + 8) + 2 * _NB + _NW), np.uint64),
+        fq_i=np.zeros((threads, 2 * (e + n + 8) + 2 * _NB + _NW + 3), np.uint64),
         log_t=np.zeros(log_capacity), log_node=np.zeros(log_capacity, np.int32),
         log_orig=np.zeros(log_capacity, np.int32), log_old=np.zeros(log_capacity, np.int32),
         log_new=np.zeros(log_capacity, np.int32), log_n=np.zeros(1, np.int64), log_t0=np.zeros(log_capacity),
@@ -584,9 +584,13 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     q_w = np.uint64(2) * size + np.uint64(2 * _NB)
     span = fwd_jitter + aggregation
     inv_w = _NB_HALF / span if span > 1e-6 else 0.0  # (below a microsecond: one sorted list, still exact)
-    summ = _U0
-    hw = _U0  # slots used so far
-    top = _U0  # free-stack height
+    # The queue's small state lives in fq_i, not in locals: as locals, the receive loop carried them from
+    # iteration to iteration (only a forward changes them), and the register allocator shuffled them
+    # between stack slots on every copy.
+    q_s = q_w + _NWU  # [summ: which bitmap words are non-zero, slots used so far, free-stack height]
+    fq_i[q_s] = _U0
+    fq_i[q_s + _U1] = _U0
+    fq_i[q_s + _U2] = _U0
     # Indices below are unsigned on purpose: numba then skips the negative-index fix-up on every
     # array access, which measurably shortens the loop.
     s = np.uint32(o)
@@ -612,6 +616,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
         pk_hi = _U0
         pk_skip = _NIL
         pk_skip_l = _NIL
+        summ = fq_i[q_s]
         if summ != _U0:
             pk_b = _first_bucket(fq_i, q_w, summ, t, inv_w)
             pk_q = fq_i[q_ht + (pk_b << _U1)]
@@ -772,12 +777,14 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 # (the sender as its place in x's row: x's edge back to it, r, is where x's transmission skips)
                 pk = (np.uint64(x) | ((np.uint64(r) - np.uint64(indptr[x])) << _FQ_BITS) | (fwd_tq << np.uint64(42))
                       | (np.uint64(ttl - 1) << np.uint64(50)) | (fl << np.uint64(58)))
+                top = fq_i[q_s + _U2]
                 if top > _U0:
                     top -= _U1
+                    fq_i[q_s + _U2] = top
                     q = fq_i[q_free + top]
                 else:
-                    q = hw
-                    hw += _U1
+                    q = fq_i[q_s + _U1]
+                    fq_i[q_s + _U1] = q + _U1
                 fq_t[q] = tn
                 fq_p[q] = pk
                 fq_i[q] = _NIL
@@ -789,7 +796,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 tb = hb + _U1
                 if (wv & bit) == _U0:
                     fq_i[wi] = wv | bit
-                    summ |= _U1 << (b >> _U6)
+                    fq_i[q_s] |= _U1 << (b >> _U6)
                     fq_i[hb] = q
                     fq_i[tb] = q
                 elif tn >= fq_t[fq_i[tb]]:  # at the end (equal times stay in insertion order)
@@ -804,6 +811,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                         p = fq_i[p]
                     fq_i[q] = fq_i[p]
                     fq_i[p] = q
+        summ = fq_i[q_s]
         if summ == _U0:
             while pf < n_rb:  # a short flood: the rest of the next slab at once
                 _prefetch(pf_rb, pf << np.uint64(3))
@@ -837,11 +845,12 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             wi = q_w + (b >> _U6)
             wv = fq_i[wi] & ~(_U1 << (b & _U63))
             fq_i[wi] = wv
-            summ &= ~(np.uint64(wv == _U0) << (b >> _U6))
+            fq_i[q_s] = summ & ~(np.uint64(wv == _U0) << (b >> _U6))
         else:
             fq_i[q_ht + (b << _U1)] = nq
+        top = fq_i[q_s + _U2]
         fq_i[q_free + top] = q
-        top += _U1
+        fq_i[q_s + _U2] = top + _U1
         s = np.uint32(pk & _FQ_MASK)
         tq_in = (pk >> np.uint64(42)) & _WFF
         ttl = np.int64((pk >> np.uint64(50)) & _WFF)
