@@ -323,12 +323,17 @@ def _wpush(w, v):
 
 
 @nb.njit(cache=True, inline="always")
-def _wsync(w, g):
-    """Record word w with the zeros its ring is owed applied: one per ranked new sequence number its
-    node took since the record's generation (at most 5 matter), then stamped with generation g."""
+def _wsync_shift(w, g):
+    """The zeros record word w's ring is owed, as a left shift of its ring: one byte per ranked new
+    sequence number its node took since the record's generation (at most 5 matter)."""
     k = (g - ((w >> _WGEN) & _X_GENMASK)) & _X_GENMASK
-    sh = min(k, np.uint64(RING)) << np.uint64(3)
-    return ((w << sh) & _WRING) | (w & _WTAGMASK) | (g << _WGEN)
+    return min(k, np.uint64(RING)) << np.uint64(3)
+
+
+@nb.njit(cache=True, inline="always")
+def _wsync(w, g):
+    """Record word w with the zeros its ring is owed applied, then stamped with generation g."""
+    return ((w << _wsync_shift(w, g)) & _WRING) | (w & _WTAGMASK) | (g << _WGEN)
 
 
 @nb.njit(cache=True, inline="always")
@@ -651,6 +656,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
             # the short path's test in one compare: the originator's own transmission and NOT_BEST copies
             # never take it (no record holds -3), nor does the originator's own record (its last_seq is -1)
             seq_s = seq if (not single) & ((flags & _U2) == _U0) else np.int64(-3)
+            tag = np.uint64(seq & 0xFF) << _WTAG
             # The previous sender drops its own copy (prev_sender is itself). On a loss-free link that copy
             # is not visited at all; on a lossy one it still draws its loss, so every stream stays in order.
             e = e_lo + np.uint64(e_lo == skip)
@@ -677,23 +683,26 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 lt = np.uint64(np.uint32(xs_o[x4 + _U2]))  # last_ttl | router's ring average << 8 | gen << 16
                 g = lt >> _X_GEN
                 tq = (tq_in * np.uint64(link_q[ec])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
-                w = _wsync(rb_o[r], g)  # the zeros this ring is owed, then it is current
-                tag = np.uint64(seq & 0xFF) << _WTAG
+                wr = rb_o[r]
+                sh = _wsync_shift(wr, g)  # the zeros this ring is owed, as a shift
                 if (last == seq_s) & (cur != r):
                     # ---- the commonest case, kept short: another copy of a sequence number x already
                     # has, from a neighbour that is not x's router. Never forwarded; it only feeds the
-                    # ring, and takes the route if its average is now strictly higher.
-                    w = (w & ~_WTAGMASK) | tag
+                    # ring, and takes the route if its average is now strictly higher. The owed zeros,
+                    # the new tag and generation and the push are one shift and two ors.
                     if (tq != _U0) & (np.int64(lt & _WFF) - 3 <= ttl):
-                        w = _wpush(w, tq)
+                        w = ((wr << (sh + _W8)) & _WRING) | (g << _WGEN) | tag | tq
                         sm, cnt = _wsum(w)
                         # a > router's average  <=>  sm >= (average + 1) * cnt (cnt >= 1: tq was pushed)
                         if (cur < 0) | (sm >= (((lt >> _W8) & _WFF) + _U1) * cnt):
                             xs_o[x4] = r
                             xs_o[x4 + _U2] = _xs_word(lt & _WFF, (sm * _RECIP[cnt]) >> np.uint64(16), g)
                             log_route(nbr, log_t, log_node, log_orig, log_old, log_new, log_n, t, x, o, cur, r)
+                    else:
+                        w = ((wr << sh) & _WRING) | (g << _WGEN) | tag
                     rb_o[r] = w
                     continue
+                w = ((wr << sh) & _WRING) | (wr & _WTAGMASK) | (g << _WGEN)  # _wsync(wr, g)
                 if x == o:  # (its own record's last_seq stays -1, so it never took the short path above)
                     age = own_seq[x] - seq
                     if (flags & _U1) and 0 <= age < WINDOW:
