@@ -6,7 +6,10 @@ outcomes with a ``valid`` flag saying whether the pair's endpoints were alive an
 MTTR follows the scenario definition: from the fault until every valid probe pair has a working
 route again, continuously for ``hold`` seconds. A probe lost to random link loss still had a
 route (outcome ``lost``), so it does not count as broken: MTTR measures routing repair, not
-radio noise; the delivery ratio counts every loss.
+radio noise; the delivery ratio counts every loss. A pair that never had a route before the fault
+(its ends are connected, but farther apart than the protocol reaches: batman-adv's TQ falls to 0
+after 32 hops) cannot have one "again": it does not hold MTTR open, and the fault reports it as
+``unroutable_pairs``. (Convergence still waits for every valid pair.)
 
 Run folders are written atomically: everything goes to a hidden ``.<run-id>.partial`` folder that
 is renamed into place last, so a crash or Ctrl-C never leaves a half-written run that looks
@@ -41,14 +44,29 @@ class Analysis:
     extra: dict = field(default_factory=dict)
 
 
-def _ticks(ev: pd.DataFrame, ok_set=ROUTE_OK) -> pd.DataFrame:
-    """One row per probe instant: were all valid pairs routed?"""
+def _ticks(ev: pd.DataFrame, ok_set=ROUTE_OK, ignore: frozenset = frozenset()) -> pd.DataFrame:
+    """One row per probe instant: were all valid pairs routed? (Pairs in ``ignore``, as (flow, pair),
+    do not count.)"""
     pr = ev[ev["kind"] == "probe"]
     if pr.empty:
         return pd.DataFrame({"t_s": [], "all_ok": []})
     ok = pr["outcome"].isin(ok_set).to_numpy() | ~pr["valid"].to_numpy()
+    if ignore:
+        ok |= np.isin(_pair_key(pr), [_key(fl, p) for fl, p in ignore])
     g = pd.DataFrame({"t_s": pr["t_s"].to_numpy(), "ok": ok}).groupby("t_s", sort=True)["ok"].all()
     return pd.DataFrame({"t_s": g.index.to_numpy(), "all_ok": g.to_numpy()})
+
+
+def _key(flow: int, pair: int) -> int:
+    return (int(flow) + 1) << 32 | int(pair)
+
+
+def _pair_key(pr: pd.DataFrame) -> np.ndarray:
+    return (pr["flow"].to_numpy().astype(np.int64) + 1) << 32 | pr["pair"].to_numpy().astype(np.int64)
+
+
+def _pairs(pr: pd.DataFrame) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in pr[["flow", "pair"]].drop_duplicates().to_numpy()}
 
 
 def first_stable(ticks: pd.DataFrame, t0: float, t1: float, hold: float) -> float | None:
@@ -105,8 +123,13 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
         nxt = [s for s in starts if s > f.at_s]
         end = nxt[0] if nxt else duration
         fr = pr[(pr["t_s"] >= f.at_s) & (pr["t_s"] < end) & pr["valid"]]
+        # pairs measured in this fault's window that never had a route before it (see the module doc)
+        before = pr[(pr["t_s"] < f.at_s) & pr["valid"]]
+        never = frozenset(_pairs(fr) - _pairs(before[before["outcome"].isin(ok_set)])) if len(before) else frozenset()
+        if never:
+            fr = fr[~np.isin(_pair_key(fr), [_key(fl, p) for fl, p in never])]
         # a fault that leaves no probe pair routable (it cut every pair apart) measures nothing
-        rec = first_stable(ticks, f.at_s, end, hold) if len(fr) else None
+        rec = first_stable(_ticks(ev, ok_set, never) if never else ticks, f.at_s, end, hold) if len(fr) else None
         broken = fr[~fr["outcome"].isin(ok_set)]
         aff = int(broken.groupby(["flow", "pair"]).ngroups) if len(broken) else 0
         rep = repairs[repairs["fault"] == f.index]["t_s"]
@@ -115,6 +138,7 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
             "mttr_s": None if rec is None else round(rec - f.at_s, 3),
             "affected_pairs": aff,
             "measurable_pairs": int(fr.groupby(["flow", "pair"]).ngroups) if len(fr) else 0,
+            "unroutable_pairs": len(never),
             "repaired_at_s": float(rep.min()) if len(rep) else None,
         })
     after_conv = pr[pr["t_s"] >= conv] if conv is not None else pr.iloc[0:0]
