@@ -590,7 +590,7 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
     # wide, so every pending time (now .. now + delay) maps to its own bucket; a two-level bitmap finds the
     # next non-empty one (summ: which of the _NW bitmap words are non-zero). Per bucket a short list sorted
     # by time (equal times in insertion order). fq_i holds the list links, a free-slot stack, the _NB bucket
-    # heads and tails (interleaved: one cache line per bucket) and the _NW bitmap words.
+    # heads and tails (interleaved: one cache line per bucket), the _NW bitmap words and three state words.
     size = np.uint64(fq_t.shape[0])
     q_free = size
     q_ht = np.uint64(2) * size  # bucket b's head at q_ht + 2b, its tail next to it

@@ -181,6 +181,10 @@ class _Vocab:
         return np.array([self.code(w) for w in words], np.int32)
 
 
+#: events columns stored as categories of the run's vocabulary
+_CAT = ("kind", "node", "peer", "outcome", "detail")
+
+
 def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame:
     """Every fault op, route change, probe outcome and loop record in one time-ordered table.
 
@@ -255,6 +259,3 @@ def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame
         data[k] = pd.Categorical.from_codes(col, categories=cats) if k in _CAT else col
     return pd.DataFrame(data, copy=False)
 
-
-#: events columns stored as categories of the run's vocabulary
-_CAT = ("kind", "node", "peer", "outcome", "detail")
