@@ -23,6 +23,8 @@ from collections.abc import Hashable
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
+from scipy.sparse import csgraph
 
 #: Seeds tried by :func:`random_geometric` before giving up (part of the reference recipe).
 GEOMETRIC_SEED_TRIES = 10_000
@@ -320,15 +322,16 @@ def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int) -> list[tuple[str
     names = list(g.nodes)
     if via not in g:
         raise TopologyError(f"pairs_through: via {via!r} is not a node of the graph")
-    index = {name: i for i, name in enumerate(names)}
-    v = index[via]
-    rows = nx.all_pairs_shortest_path_length(g)
-    dist = {index[s]: {index[t]: d for t, d in row.items()} for s, row in rows}
-    dv = dist[v]  # nodes reachable from via; a pair outside this component cannot pass through it
-    allp = [
-        (a, b)
-        for a in range(len(names))
-        for b in range(len(names))
-        if a != b and v not in (a, b) and a in dv and b in dv and dv[a] + dv[b] == dist[a][b]
-    ]
+    v = names.index(via)
+    # hop counts between all nodes by breadth-first search in compiled code (scipy's csgraph): the same
+    # numbers as networkx's all-pairs search, which took 1.5 s of pure Python at 1000 nodes
+    dist = csgraph.shortest_path(nx.to_scipy_sparse_array(g, nodelist=names, weight=None, format="csr"),
+                                 unweighted=True, directed=False)
+    dv = dist[v]
+    reach = np.isfinite(dv)  # a pair outside via's component cannot pass through it
+    reach[v] = False
+    cand = reach[:, None] & reach[None, :] & (dv[:, None] + dv[None, :] == dist)
+    np.fill_diagonal(cand, False)
+    a, b = np.nonzero(cand)  # row-major: the reference's lexicographic order
+    allp = list(zip(a.tolist(), b.tolist(), strict=True))
     return [(names[a], names[b]) for a, b in _sample(allp, k, seed)]
