@@ -156,6 +156,27 @@ def test_most_central_tie_break_by_index_not_name():
     assert most_central(star) == "hub"
 
 
+def _graphs_with_ties_and_without():
+    yield from (line(9), ring(12), grid(4, 7), nx.path_graph(["z", "y", "x", "w"]), nx.barbell_graph(6, 3))
+    yield nx.Graph([("leaf", "hub"), ("hub", "b"), ("hub", "c")])
+    yield nx.Graph([(0, 1), (2, 3)])  # two components
+    for seed in range(4):
+        yield nx.gnp_random_graph(40, 0.08, seed=seed)
+        yield random_geometric(60, radius=0.25, seed=seed)
+
+
+def test_compiled_betweenness_is_networkx_bit_for_bit():
+    """most_central's ties break on exact float equality, so the compiled Brandes must give
+    networkx's numbers exactly, not approximately."""
+    from twin.centrality import betweenness
+
+    for g in _graphs_with_ties_and_without():
+        ref = nx.betweenness_centrality(g)
+        got = betweenness(g)
+        assert list(got) == list(ref)
+        assert all(got[v] == ref[v] for v in ref), [(v, got[v], ref[v]) for v in ref if got[v] != ref[v]]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 5])
 def test_pairs_match_reference(seed):
     g = random_geometric(18, radius=0.4, seed=seed)

@@ -26,6 +26,8 @@ import networkx as nx
 import numpy as np
 from scipy.sparse import csgraph
 
+from twin.centrality import betweenness
+
 #: Seeds tried by :func:`random_geometric` before giving up (part of the reference recipe).
 GEOMETRIC_SEED_TRIES = 10_000
 DEFAULT_DELAY_S = 0.001
@@ -277,7 +279,7 @@ def most_central(g: nx.Graph) -> str:
     if g.number_of_nodes() == 0:
         raise TopologyError("most_central: graph has no nodes")
     names = list(g.nodes)
-    bc = nx.betweenness_centrality(g)
+    bc = betweenness(g)
     best, _ = max(((i, bc[name]) for i, name in enumerate(names)), key=lambda kv: (kv[1], -kv[0]))
     return names[best]
 
