@@ -122,7 +122,7 @@ def _measure(sc, t_start: float) -> tuple[dict, object]:
         "execute_cpu_s": round(cpu, 3), "realtime_factor_execute_cpu": round(sc.duration / cpu, 1),
         "peak_rss_mb": peak_rss_mb(),
         "crashed": f.get("label"), "mttr_s": f.get("mttr_s"), "affected_pairs": f.get("affected_pairs"),
-        "unroutable_pairs": f.get("unroutable_pairs"),
+        "unrouted_pairs": f.get("unrouted_pairs"),
         "delivery_ratio": res.summary["delivery_ratio"], "ogm_tx": res.journal["engine"].get("ogm_tx"),
         "ogm_rx": res.journal["engine"].get("ogm_rx"),
         "route_changes": int((res.events["kind"] == "route_change").sum()),

@@ -16,7 +16,7 @@ from twin.scenario import parse
 from twin.world import resolve
 
 SCENARIO = """
-name: mttr-unroutable
+name: mttr-unrouted
 seed: 1
 duration: 30s
 topology: {kind: line, nodes: 5}
@@ -53,14 +53,14 @@ def _repaired_at_15(t: float) -> str:
 def test_a_pair_that_never_had_a_route_does_not_hold_mttr_open():
     f = _fault(lambda pair, t: _repaired_at_15(t) if pair == 0 else "no_route")
     assert f["mttr_s"] == 5.0
-    assert f["unroutable_pairs"] == 1
+    assert f["unrouted_pairs"] == 1
     assert f["affected_pairs"] == 1 and f["measurable_pairs"] == 1
 
 
-def test_the_same_fault_without_the_unroutable_pair_gives_the_same_mttr():
+def test_the_same_fault_without_the_unrouted_pair_gives_the_same_mttr():
     f = _fault(lambda pair, t: _repaired_at_15(t))
     assert f["mttr_s"] == 5.0
-    assert f["unroutable_pairs"] == 0
+    assert f["unrouted_pairs"] == 0
     assert f["affected_pairs"] == 2 and f["measurable_pairs"] == 2
 
 
@@ -68,7 +68,7 @@ def test_a_pair_that_had_a_route_and_never_gets_it_back_still_holds_mttr_open():
     # pair 1 routed before the fault and is broken from it to the end: the fault was never repaired
     f = _fault(lambda pair, t: _repaired_at_15(t) if pair == 0 else ("delivered" if t < 10.0 else "no_route"))
     assert f["mttr_s"] is None
-    assert f["unroutable_pairs"] == 0
+    assert f["unrouted_pairs"] == 0
     assert f["affected_pairs"] == 2
 
 
@@ -77,4 +77,4 @@ def test_a_pair_routed_only_briefly_before_the_fault_counts_as_routed():
     f = _fault(lambda pair, t: _repaired_at_15(t) if pair == 0 else
                ("delivered" if abs(t - 5.0) < 1e-9 or t >= 20.0 else "no_route"))
     assert f["mttr_s"] == 10.0
-    assert f["unroutable_pairs"] == 0
+    assert f["unrouted_pairs"] == 0

@@ -99,8 +99,8 @@ def run(
                     out.print(_targets_table(res.summary))
                     for f in res.summary["faults"]:
                         m = "not recovered" if f["mttr_s"] is None else f"MTTR {f['mttr_s']:.2f}s"
-                        un = f.get("unroutable_pairs") or 0
-                        note = (f", {un} pair(s) never routed before it (beyond the protocol's reach), not counted"
+                        un = f.get("unrouted_pairs") or 0
+                        note = (f", {un} pair(s) with no route before it (out of reach or not converged), not counted"
                                 if un else "")
                         out.print(f"  {f['label']}: {m}, {f['affected_pairs']} pair(s) affected{note}")
                     out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "

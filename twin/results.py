@@ -6,10 +6,11 @@ outcomes with a ``valid`` flag saying whether the pair's endpoints were alive an
 MTTR follows the scenario definition: from the fault until every valid probe pair has a working
 route again, continuously for ``hold`` seconds. A probe lost to random link loss still had a
 route (outcome ``lost``), so it does not count as broken: MTTR measures routing repair, not
-radio noise; the delivery ratio counts every loss. A pair that never had a route before the fault
-(its ends are connected, but farther apart than the protocol reaches: batman-adv's TQ falls to 0
-after 32 hops) cannot have one "again": it does not hold MTTR open, and the fault reports it as
-``unroutable_pairs``. (Convergence still waits for every valid pair.)
+radio noise; the delivery ratio counts every loss. A pair that had no route at any probe before
+the fault cannot have one "again": its ends are connected, but farther apart than the protocol
+reaches (batman-adv's TQ falls to 0 after 32 hops), or the mesh had not converged that far yet (a
+1000-node mesh takes 60-80 s to route its 30-hop pairs). It does not hold MTTR open, and the fault
+reports it in ``unrouted_pairs``. (Convergence still waits for every valid pair.)
 
 Run folders are written atomically: everything goes to a hidden ``.<run-id>.partial`` folder that
 is renamed into place last, so a crash or Ctrl-C never leaves a half-written run that looks
@@ -138,7 +139,7 @@ def analyse(ev: pd.DataFrame, scenario, faults: list, *, loop_info: dict | None 
             "mttr_s": None if rec is None else round(rec - f.at_s, 3),
             "affected_pairs": aff,
             "measurable_pairs": int(fr.groupby(["flow", "pair"]).ngroups) if len(fr) else 0,
-            "unroutable_pairs": len(never),
+            "unrouted_pairs": len(never),
             "repaired_at_s": float(rep.min()) if len(rep) else None,
         })
     after_conv = pr[pr["t_s"] >= conv] if conv is not None else pr.iloc[0:0]
