@@ -163,6 +163,8 @@ def _graphs_with_ties_and_without():
     for seed in range(4):
         yield nx.gnp_random_graph(40, 0.08, seed=seed)
         yield random_geometric(60, radius=0.25, seed=seed)
+    yield grid(18, 18)  # above topo.COMPILED_BETWEENNESS_MIN_NODES: most_central takes the compiled path
+    yield random_geometric(320, radius=radius_for_degree(320, 7.0, edge_correction=True), seed=2)
 
 
 def test_compiled_betweenness_is_networkx_bit_for_bit():
@@ -172,9 +174,9 @@ def test_compiled_betweenness_is_networkx_bit_for_bit():
 
     for g in _graphs_with_ties_and_without():
         ref = nx.betweenness_centrality(g)
-        got = betweenness(g)
-        assert list(got) == list(ref)
-        assert all(got[v] == ref[v] for v in ref), [(v, got[v], ref[v]) for v in ref if got[v] != ref[v]]
+        for got in (betweenness(g), topo.betweenness(g)):
+            assert list(got) == list(ref)
+            assert all(got[v] == ref[v] for v in ref), [(v, got[v], ref[v]) for v in ref if got[v] != ref[v]]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 5])

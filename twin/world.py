@@ -16,7 +16,6 @@ from pathlib import Path
 import networkx as nx
 
 from twin import topology as topo
-from twin.centrality import betweenness
 from twin.faults import Fault, Op, expand
 from twin.scenario import Problem, Scenario, ScenarioError
 
@@ -102,7 +101,7 @@ def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, 
         keep = g.subgraph(n for n in g.nodes if n not in cut)
         if keep.number_of_nodes() == 0:
             return topo.most_central(g)
-        bc = betweenness(g)
+        bc = topo.betweenness(g)
         names = list(g.nodes)
         return max((n for n in names if n not in cut), key=lambda n: (bc[n], -names.index(n)))
     if spec == "random":
