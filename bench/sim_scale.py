@@ -12,6 +12,13 @@ Cases (each in a fresh subprocess, so peak RSS is per case and includes the impo
                     very same 100-node graph, fault and pairs for 60 s, and the twin on that scenario, measured
                     in this run: their real-time factors and the ratio.
 
+Each case except ``baseline`` runs ``--repeat`` times (default 3), each run in a fresh process, and its
+line is the fastest run's (smallest ``wall_s``), as ``timeit`` reports the best of its repeats: the
+machine is shared, and other tenants only ever slow a run down (the same code has measured 15-26x on
+the 1000-node case within one day). The line also carries every run's ``realtime_factor_runs`` and
+their ``realtime_factor_median``, and ``peak_rss_mb`` is the largest of the runs'. A bar passes on
+the fastest run's speed and the largest run's memory. ``--repeat 1`` gives single runs.
+
 ``wall_s`` is the simulation itself (the run journal's ``wall_s``: SimPy processes + compiled OGM
 kernel); ``total_s`` adds scenario parsing, graph building, centrality, pair selection, the
 events table and the analysis. Neither includes loading the compiled kernels (``jit_warm_up_s``,
@@ -21,7 +28,8 @@ done first in each case's process: seconds from the on-disk cache, ~20 s after a
 sizes. The machine is shared, so every line also carries ``execute_cpu_s`` (CPU time of the whole
 ``execute`` call on all cores, OpenMP spin-waits included) and the 1-minute load average before and after.
 
-    .venv/bin/python bench/sim_scale.py [--quick] [--cases rgg100,leipzig] [--out results/bench/sim_scale.jsonl]
+    .venv/bin/python bench/sim_scale.py [--quick] [--repeat 3] [--cases rgg100,leipzig]
+                                        [--out results/bench/sim_scale.jsonl]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -242,9 +251,37 @@ def spawn(name: str, quick: bool) -> dict:
     return row
 
 
+def best_of(rows: list[dict]) -> dict:
+    """One line for the repeated runs of a case: the fastest run's figures, every run's real-time
+    factor and their median, the largest peak RSS, and the bar judged on those (see the module doc).
+    A run that failed or was skipped makes the line that run's: a failure is never averaged away."""
+    bad = [r for r in rows if "error" in r or "skipped" in r]
+    if bad:
+        return {**bad[0], "runs": len(rows)}
+    best = dict(min(rows, key=lambda r: r["wall_s"]))
+    rtf = [r["realtime_factor"] for r in rows]
+    best.update(runs=len(rows), realtime_factor_runs=rtf, realtime_factor_median=round(statistics.median(rtf), 1),
+                wall_s_runs=[r["wall_s"] for r in rows], total_s_runs=[r["total_s"] for r in rows],
+                peak_rss_mb_runs=[r["peak_rss_mb"] for r in rows], peak_rss_mb=max(r["peak_rss_mb"] for r in rows),
+                process_s=round(sum(r.get("process_s", 0.0) for r in rows), 1))
+    bar = best.get("bar", {})
+    ok = True
+    if "realtime_factor_min" in bar:
+        ok = ok and best["realtime_factor"] >= bar["realtime_factor_min"]
+    if "peak_rss_mb_max" in bar:
+        ok = ok and best["peak_rss_mb"] < bar["peak_rss_mb_max"]
+    if "total_s_max" in bar:
+        ok = ok and best["total_s"] < bar["total_s_max"]
+    best["pass"] = bool(ok)
+    return best
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short durations: a smoke run, not the bars")
+    ap.add_argument("--repeat", type=int, default=3, metavar="N",
+                    help="runs per case, each in a fresh process; the line is the fastest run's, with every "
+                         "run's real-time factor and their median (default 3; baseline always runs once)")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "sim_scale.jsonl")
     ap.add_argument("--run-case", help=argparse.SUPPRESS)
@@ -252,6 +289,8 @@ def main() -> int:
     if a.run_case:
         print(json.dumps(run_case(a.run_case, a.quick)))
         return 0
+    if a.repeat < 1:
+        ap.error(f"--repeat must be at least 1, got {a.repeat}")
     names = [c for c in a.cases.split(",") if c]
     unknown = set(names) - set(CASES)
     if unknown:
@@ -259,7 +298,16 @@ def main() -> int:
     rows: list[dict] = []
     info = host()
     for name in names:
-        row = spawn(name, a.quick)
+        runs = 1 if name == "baseline" else a.repeat
+        if runs == 1:
+            row = spawn(name, a.quick)
+        else:
+            done = []
+            for i in range(runs):
+                done.append(spawn(name, a.quick))
+                print(f"{name}: run {i + 1}/{runs}: {done[-1].get('realtime_factor', done[-1].get('error', '?'))}x "
+                      "real time", file=sys.stderr, flush=True)
+            row = best_of(done)
         emit({**row, **info, "load_avg_1m_after": host()["load_avg_1m"]}, rows)
     by = {r["case"]: r for r in rows}
     if "baseline" in by and "rgg100" in by and "reference_realtime_factor" in by["baseline"] \
