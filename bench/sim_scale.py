@@ -298,15 +298,16 @@ def main() -> int:
     rows: list[dict] = []
     info = host()
     for name in names:
-        runs = 1 if name == "baseline" else a.repeat
-        if runs == 1:
+        if name == "baseline":  # (twin and reference measured side by side in one run)
             row = spawn(name, a.quick)
         else:
             done = []
-            for i in range(runs):
+            for i in range(a.repeat):
                 done.append(spawn(name, a.quick))
-                print(f"{name}: run {i + 1}/{runs}: {done[-1].get('realtime_factor', done[-1].get('error', '?'))}x "
-                      "real time", file=sys.stderr, flush=True)
+                r = done[-1]
+                said = (f"{r['realtime_factor']}x real time" if "realtime_factor" in r
+                        else r.get("error", r.get("skipped")))
+                print(f"{name}: run {i + 1}/{a.repeat}: {said}", file=sys.stderr, flush=True)
             row = best_of(done)
         emit({**row, **info, "load_avg_1m_after": host()["load_avg_1m"]}, rows)
     by = {r["case"]: r for r in rows}
