@@ -14,7 +14,7 @@ Cases (each in a fresh subprocess, so peak RSS is per case and includes the impo
 
 Each case except ``baseline`` runs ``--repeat`` times (default 3), each run in a fresh process, and its
 line is the fastest run's (smallest ``wall_s``), as ``timeit`` reports the best of its repeats: the
-machine is shared, and other tenants only ever slow a run down (the same code has measured 15-26x on
+machine is shared, and other tenants only ever slow a run down (the same code has measured 14-26x on
 the 1000-node case within one day). The line also carries every run's ``realtime_factor_runs`` and
 their ``realtime_factor_median``, and ``peak_rss_mb`` is the largest of the runs'. A bar passes on
 the fastest run's speed and the largest run's memory. ``--repeat 1`` gives single runs.
