@@ -69,6 +69,23 @@ def attribute_incidents(faults: list[dict], world: World, loop_info: dict) -> No
     loop_info["false_actions"] = sum(len(i["actions"]) for i in acted)
 
 
+def control_overhead(sc: Scenario, twin, handle) -> dict:
+    """Control traffic per node and second: routing frames from the twin's counters, plus the
+    loop's polls, reports and commands as the control channel carried them."""
+    from twin.control.overhead import BABEL_FRAME_BYTES, OGM_FRAME_BYTES, OverheadMeter
+
+    channel = handle.channel if handle is not None else None
+    meter = channel.meter if channel is not None else OverheadMeter(twin.n)
+    frame = BABEL_FRAME_BYTES if sc.routing.protocol == "babel" else OGM_FRAME_BYTES
+    return meter.summary(sc.duration, int(twin.st.tx.sum()), frame)
+
+
+def overhead_target(sc: Scenario, overhead: dict | None) -> dict:
+    lim = sc.targets.control_overhead.max
+    val = None if overhead is None else overhead["total_bit_per_node_s"]
+    return {"value": val, "limit": lim, "unit": "bit/s per node", "pass": val is not None and val <= lim}
+
+
 def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> dict:
     sc = world.scenario
     s = {
@@ -108,23 +125,27 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.sim.runner import events_frame, run_sim
 
         tick = None
-        controller = None
+        handle = None
         if sc.loop.enabled or sc.attacks:
-            from twin.sim.adapter import make_loop_process
+            from twin.sim.loop import make_loop_process
 
-            tick, controller = make_loop_process(world, loop=sc.loop.enabled)
+            tick, handle = make_loop_process(world, loop=sc.loop.enabled)
         rec, twin = run_sim(world, loop_tick=tick, progress=progress)
         ev = events_frame(world, rec, twin)
         engine = rec.engine
         wall = rec.wall_s
-        if controller is not None:
-            stats = controller.stats()
+        overhead = control_overhead(sc, twin, handle)
+        if handle is not None:
+            stats = handle.stats()
             security = stats.pop("security", None)
             loop_info = stats if sc.loop.enabled else None
+            if handle.brain is not None:
+                handle.brain.finish()
     elif mode == "emu":
         from twin.emu.bridge import run_world
 
         ev, engine, wall, loop_info = run_world(world, progress=progress)
+        overhead = None
     else:
         from twin.errors import RunError
 
@@ -132,6 +153,10 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
+    if overhead is not None:
+        an.extra["control_overhead"] = overhead
+    if sc.targets.control_overhead is not None:
+        an.targets["control_overhead"] = overhead_target(sc, overhead)
     summary = _summary(world, an, mode, loop_info)
     if security is not None:
         summary["security"] = security
