@@ -47,7 +47,8 @@ def verdict_table(title: str, verdicts: list) -> Table:
     colour = {"pass": "green", "fail": "red"}
     for v in verdicts:
         ci = "-" if v.low is None and v.high is None else f"[{_fmt(v.low)}, {_fmt(v.high)}]"
-        t.add_row(v.target, v.stat, _fmt(v.value), ci, f"{'<=' if v.direction == 'max' else '>='} {v.limit:g}",
+        value = "not recovered" if v.value is None and v.runs and v.target == "mttr" else _fmt(v.value)
+        t.add_row(v.target, v.stat, value, ci, f"{'<=' if v.direction == 'max' else '>='} {v.limit:g}",
                   str(v.runs), f"[{colour.get(v.verdict, 'yellow')}]{v.verdict}[/]")
     return t
 
@@ -183,5 +184,69 @@ def sweep_cmd(
     raise typer.Exit(code)
 
 
+def check_cmd(
+    scenarios: list[Path] = typer.Argument(None, help="scenario files or folders (default: scenarios/); only "
+                                           "files with a ci: section are checked"),
+    baselines: Path = typer.Option(Path("results/baselines"), "--baselines", help="baseline folder"),
+    out_dir: Path = typer.Option(Path("results/check"), "--out", "-o", help="rows: <out>/<scenario>/sweep.parquet"),
+    update: bool = typer.Option(False, "--update", help="write new baselines from this tree instead of comparing"),
+    loop: str = typer.Option(None, "--loop", help="on | off: override every scenario's loop switch"),
+    seeds: int = typer.Option(None, "--seeds", "-n", help="override the ci: seed count"),
+    workers: int = typer.Option(None, "--workers", "-j", help="local worker processes (default: one per core)"),
+    scheduler: str = typer.Option(None, "--scheduler", help="run on a Dask cluster, e.g. tcp://10.0.0.5:8786"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress"),
+    as_json: bool = typer.Option(False, "--json", help="print the check results as JSON"),
+) -> None:
+    """Regression gate: sweep every scenario marked ci: {seeds: N} and compare with its baseline.
+
+    Fails (exit 1) on a metric that regressed beyond noise (paired by seed, bootstrap 95 %
+    interval beyond a tolerance), a target that clearly fails over the seeds, or a run error.
+    --update writes results/baselines/<scenario>.json instead.
+
+    Example:  twin check              (CI)      twin check scenarios/relay-crash.yaml --update
+    """
+    from twin.check import ci_scenarios, run_check
+
+    try:
+        files = ci_scenarios(scenarios or [Path("scenarios")])
+        if not files:
+            raise TwinError("no scenario with a ci: section among " + ", ".join(map(str, scenarios or ["scenarios"])))
+        lp = _loop_arg(loop)
+        results = []
+        for f in files:
+            _, on_row = _progress_printer(quiet or as_json or sys.stderr.isatty())
+            if not (quiet or as_json):
+                err.print(f"check {f}", highlight=False)
+            results.append(run_check(f, baselines, out_dir, update=update, loop=lp, workers=workers,
+                                     scheduler=scheduler, seeds=seeds, on_row=on_row))
+    except TwinError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing was written to the baselines", markup=False)
+        raise typer.Exit(130) from None
+    from twin.atomic import write_text
+
+    doc = [r.to_dict() for r in results]
+    write_text(out_dir / "check.json", json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        out.print_json(json.dumps(doc))
+    else:
+        for r in results:
+            out.print(verdict_table(f"{r.scenario}: {r.seeds} seed(s), {r.wall_s} s", r.verdicts))
+            for g in r.regressions:
+                tag = "[red]REGRESSED[/]" if g.regressed else "[green]ok[/]"
+                out.print(f"  {g.metric}: baseline median {_fmt(g.baseline)}, now {_fmt(g.current)}; {g.why} {tag}",
+                          highlight=False)
+            for e in r.errors:
+                out.print(f"  [red]error[/] {e}", highlight=False)
+            for t in r.newly_failed:
+                out.print(f"  [red]target {t} fails over the seeds; it passed in the baseline[/]", highlight=False)
+            for note in r.notes:
+                out.print(f"  note: {note}", highlight=False)
+            out.print(f"  {r.scenario}: " + ("[green]PASS[/]" if r.passed else "[red]FAIL[/]"))
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep_cmd)
+    app.command("check")(check_cmd)

@@ -284,3 +284,6 @@ def plot_timeline(ts: pd.DataFrame, ev: pd.DataFrame, faults: list[dict], path: 
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
+
+
+from twin.loaders import Run, find_runs, load_run, load_sweep, pair_recovery  # noqa: E402,F401 - the results API
