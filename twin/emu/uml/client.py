@@ -89,5 +89,8 @@ class GuestClient:
     def batadv(self) -> BatadvClient:
         """The node's batman-adv over netlink, relayed (the message layer is the live agent's)."""
         if self._batadv is None:
-            self._batadv = BatadvClient(RelayTransport(self.relay, lambda n: int(self.call("ifindex", name=n)["ifindex"])))
+            def ifindex(name: str) -> int:
+                return int(self.call("ifindex", name=name)["ifindex"])
+
+            self._batadv = BatadvClient(RelayTransport(self.relay, ifindex))
         return self._batadv
