@@ -77,8 +77,8 @@ class GuestClient:
                 self.offset_s = (t0 + t1) / 2 - g
         return self.offset_s  # type: ignore[return-value]
 
-    def exec(self, argv: list[str], timeout: float = 10.0, check: bool = True) -> str:
-        rep = self.call("exec", argv=argv, timeout=timeout)
+    def exec(self, argv: list[str], timeout: float = 10.0, check: bool = True, input: str | None = None) -> str:
+        rep = self.call("exec", argv=argv, timeout=timeout, input=input)
         if check and rep["rc"] != 0:
             raise RuntimeError(f"{self.name}: {' '.join(argv)} -> {rep['rc']}: {rep['err'].strip()[:300]}")
         return rep["out"]

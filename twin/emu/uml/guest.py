@@ -201,7 +201,8 @@ def serve(cfg, probes):
         if op == "ifindex":
             return {"ifindex": socket.if_nametoindex(req["name"])}
         if op == "exec":
-            p = subprocess.run(req["argv"], capture_output=True, text=True, timeout=float(req.get("timeout", 10)))
+            p = subprocess.run(req["argv"], capture_output=True, text=True, input=req.get("input"),
+                               timeout=float(req.get("timeout", 10)))
             return {"rc": p.returncode, "out": p.stdout, "err": p.stderr}
         if op == "spawn":  # a detached process (e.g. the live node agent), its output to a file
             with open(req.get("log", "/run/spawn.log"), "ab") as log:

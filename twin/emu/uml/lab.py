@@ -110,6 +110,9 @@ class UmlLab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         base = cgroup_base()
         self.cgroup = base / self.prefix if base is not None else None
+        mem = Path("/sys/fs/cgroup/memory")
+        self.mem_cgroup = (mem / "meshtwin" / self.prefix
+                           if (mem / "cgroup.procs").exists() and os.access(mem, os.W_OK) else None)
 
     # ------------------------------------------------------------------ network
     def create_mgmt(self) -> None:
@@ -162,7 +165,11 @@ class UmlLab:
         if self.cgroup is not None:
             cg = self.cgroup / name
             cg.mkdir(parents=True, exist_ok=True)
-            argv = ["/bin/sh", "-c", f'echo $$ > "{cg}/cgroup.procs" && exec "$@"', "uml"] + argv
+            join = f'echo $$ > "{cg}/cgroup.procs"'
+            if self.mem_cgroup is not None:
+                self.mem_cgroup.mkdir(parents=True, exist_ok=True)
+                join += f' && echo $$ > "{self.mem_cgroup}/cgroup.procs"'
+            argv = ["/bin/sh", "-c", f'{join} && exec "$@"', "uml"] + argv
         log = open(n.console, "ab")  # noqa: SIM115 - handed to the child
         try:
             n.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -268,6 +275,16 @@ class UmlLab:
             time.sleep(0.02)
         n.proc = None
 
+    def peak_mem_mb(self) -> float | None:
+        """Peak host memory charged to this lab's UML processes (guest RAM they touched included),
+        from the memory cgroup: unlike MemAvailable it ignores whatever else the host runs."""
+        if self.mem_cgroup is None:
+            return None
+        try:
+            return round(int((self.mem_cgroup / "memory.max_usage_in_bytes").read_text()) / 2**20, 1)
+        except (OSError, ValueError):
+            return None
+
     def alive(self, name: str) -> bool:
         n = self.nodes[name]
         return n.proc is not None and n.proc.poll() is None
@@ -292,6 +309,11 @@ class UmlLab:
                 self.cgroup.rmdir()
             except OSError:
                 pass
+        if self.mem_cgroup is not None and self.mem_cgroup.exists():
+            try:
+                self.mem_cgroup.rmdir()
+            except OSError as exc:
+                errors.append(f"memory cgroup {self.mem_cgroup}: {exc}")
         for n in self.nodes.values():
             sh(["ip", "link", "del", f"{self.prefix}g{n.index}"], check=False)
         sh(["ip", "link", "del", f"{self.prefix}m"], check=False)
