@@ -98,9 +98,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps)."""
     mode = mode or sc.mode
     if loop is not None:
-        src, lines = sc._source, sc._lines
-        sc = sc.model_copy(update={"loop": sc.loop.model_copy(update={"enabled": loop})})
-        sc._source, sc._lines = src, lines
+        sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
     world = resolve(sc)
     loop_info = None
     security = None
