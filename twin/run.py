@@ -102,9 +102,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     never race for one name."""
     mode = mode or sc.mode
     if loop is not None:
-        src, lines = sc._source, sc._lines
-        sc = sc.model_copy(update={"loop": sc.loop.model_copy(update={"enabled": loop})})
-        sc._source, sc._lines = src, lines
+        sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
     world = resolve(sc)
     artifacts: dict = {}  # extra files for the run folder (UML nodes' console logs)
     loop_info = None

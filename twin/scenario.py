@@ -224,6 +224,13 @@ class Scenario(_M):
     def source(self) -> Path | None:
         return self._source
 
+    def updated(self, **fields: Any) -> Scenario:
+        """A copy with ``fields`` replaced (not re-validated: callers pass checked values), still
+        knowing its file and lines, so a later error about the copy names the same file:line."""
+        copy = self.model_copy(update=fields)
+        copy._source, copy._lines = self._source, self._lines
+        return copy
+
     def line_of(self, path: str) -> int | None:
         """Line of a field path like ``faults[2].node`` in the file it came from (or its parent's)."""
         if not self._lines:
