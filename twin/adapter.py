@@ -38,9 +38,9 @@ ACTION_KINDS: dict[str, str] = {
 
 #: Routing protocols, named as scenarios name them (``routing.protocol``).
 PROTOCOLS: tuple[str, ...] = ("batman_iv", "babel")
-#: What an adapter can do besides actions: report telemetry, run probes, be the SimPy twin,
-#: carry flows over the yggdrasil overlay.
-FEATURES: tuple[str, ...] = ("observe", "probes", "twin")
+#: What an adapter is or offers besides actions: it reports telemetry, runs probes, is the SimPy
+#: twin, or runs real batman-adv kernels (UML nodes).
+FEATURES: tuple[str, ...] = ("observe", "probes", "twin", "kernel")
 #: Prefix of host facilities an adapter probed (``host:netem``, ``host:nftables``, ...).
 HOST_PREFIX = "host:"
 

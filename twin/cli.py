@@ -84,9 +84,7 @@ def run(
             if duration is not None:
                 upd["duration"] = parse_duration(duration)
             if upd:
-                src, lines = sc._source, sc._lines
-                sc = sc.model_copy(update=upd)
-                sc._source, sc._lines = src, lines
+                sc = sc.updated(**upd)
             variants = [False, True] if compare else [None if loop is None else loop == "on"]
             summaries = []
             for lp in variants:
@@ -269,6 +267,15 @@ def train_detector_cmd(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     info = train_detector(out_path, seeds=tuple(range(1, seeds + 1)), duration=parse_duration(duration))
     out.print_json(json.dumps(info))
+
+
+def _mount_analysis() -> None:
+    from twin.cli_analysis import register
+
+    register(app)
+
+
+_mount_analysis()
 
 
 def _mount_optional() -> None:
