@@ -67,13 +67,17 @@ class ReportView:
         self.link_fwd = np.concatenate([self.link_fwd[keep], fwd[new]])
 
     def telemetry(self, now: float) -> Telemetry:
-        """The view at ``now``: every row aged by its own report's age; nodes whose last report
-        is older than ``stale_after_s`` (or that never reported) count as not reporting."""
+        """The view at ``now``: every row aged by its own report's age; only nodes that answered
+        the latest poll (and within ``stale_after_s``) count as reporting."""
         for item in self.inbox:
             self._merge(*item)
         self.inbox.clear()
         age = now - self.read_t
-        rep = ~np.isnan(age) & (age <= self.stale_after_s)
+        # "reporting" = answered the latest poll. Older rows stay in the view (with their age) but
+        # are no evidence either way: a node silent since a neighbour's last report may have been
+        # heard again right after it, so only rows of one poll are compared with each other
+        latest = np.nanmax(self.read_t) if np.isfinite(self.read_t).any() else np.inf
+        rep = ~np.isnan(age) & (age <= self.stale_after_s) & (self.read_t >= latest - 1e-3)
         last = (now - self.seen_at).astype(np.float32)
         return Telemetry(
             t=now, nodes=self.names, reporting=rep, orig_next_hop=self.nh.copy(), orig_tq=self.tq.copy(),

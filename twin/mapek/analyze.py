@@ -77,7 +77,7 @@ class Analyzer:
         # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
         fsil = f.frame_silence if f.frame_silence is not None else np.zeros(n)
         fthr = f.frame_silence_thr if f.frame_silence_thr is not None else np.full(n, np.inf)
-        quiet_frames = (fsil > fthr) & (f.degree > 0)
+        quiet_frames = np.isfinite(fsil) & (fsil > fthr) & (f.degree > 0)  # inf: no neighbour reported
         # OGM silence: m missed OGMs plus the +-20 ms jitter and forwarding slack, in seconds
         iref = f.interval_ref if f.interval_ref is not None else np.ones(n)
         overdue = sil > f.required_miss + 0.03 / iref
@@ -116,7 +116,10 @@ class Analyzer:
         # progress: no blackhole verdict then, a false quarantine costs more than a late one
         relays = ~np.isnan(ratio) & (ratio < 0.5)
         unlikely = f.fail_evidence >= 6.0 if f.fail_evidence is not None else np.ones(n, bool)
-        bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
+        # (a probe or two credited to a node through a route that changed since its report is noise:
+        # "none delivered" means under 5 %)
+        none_ok = f.probe_ok_through <= 0.05 * (f.probe_fail_through + f.probe_ok_through)
+        bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & none_ok
                             & unlikely
                             & (streak >= 2) & (sil < 1.0) & relays)
         # explain the failing paths with as few suspects as possible: every relay upstream of a

@@ -213,10 +213,13 @@ class Monitor:
             ch = (self.prev.orig_next_hop != nh) & rep[:, None] & self.prev.reporting[:, None]
             # next-hop changes per second: snapshots come at poll intervals (or sooner to confirm)
             churn = ch.sum(axis=1).astype(float) / max(tel.t - self.prev.t, 0.1)
-            p_has = self.prev.orig_tq > 0
-            p_cnt = np.maximum((p_has & self.prev.reporting[:, None]).sum(axis=0), 1)
-            p_mean = (np.where(self.prev.reporting[:, None], self.prev.orig_tq, 0).sum(axis=0) / p_cnt) / 255.0
-            tq_trend = tq_mean - p_mean
+            # compared over the nodes that reported both times (which nodes answer changes poll to poll)
+            both = (rep & self.prev.reporting.astype(bool))[:, None]
+            c_now = np.maximum((both & has).sum(axis=0), 1)
+            c_prev = np.maximum((both & (self.prev.orig_tq > 0)).sum(axis=0), 1)
+            now_mean = np.where(both, tel.orig_tq, 0).sum(axis=0) / c_now / 255.0
+            p_mean = np.where(both, self.prev.orig_tq, 0).sum(axis=0) / c_prev / 255.0
+            tq_trend = now_mean - p_mean
         fail = np.zeros(n)
         ok = np.zeros(n)
         expected = np.zeros(n)  # probe frames that should have been relayed by each node
@@ -267,7 +270,7 @@ class Monitor:
         # ticks in a row in which probes through the node failed and none through it succeeded
         if self.streak is None or len(self.streak) != n:
             self.streak = np.zeros(n, np.int64)
-        self.streak = np.where((fail > 0) & (ok == 0), self.streak + 1, 0)
+        self.streak = np.where((fail > 0) & (ok <= 0.05 * (fail + ok)), self.streak + 1, 0)
         wf = np.sum([w[0] for w in self.window], axis=0)
         wo = np.sum([w[1] for w in self.window], axis=0)
         self.prev = tel

@@ -110,7 +110,7 @@ class SimAdapter:
         now = self.now()
         if a.node not in self.twin.index:
             return ActionResult(a, False, now, rejected_reason=f"unknown node {a.node}")
-        ok, delay, why = self.channel.command(self.twin.index[a.node])
+        ok, delay, why = self.channel.command(self.twin.index[a.node], now)
         if not ok:
             return ActionResult(a, False, now, rejected_reason=why)
         arrive = now + delay + self.verify_cost_s

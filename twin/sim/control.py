@@ -50,8 +50,10 @@ class SimChannel:
         self.action_envelope = action_envelope
         self.meter = OverheadMeter(twin.n)
 
-    def _walk(self, src: np.ndarray, dst: np.ndarray, nframes: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _walk(self, src: np.ndarray, dst: np.ndarray, nframes: int, size: int, now: float
+              ) -> tuple[np.ndarray, np.ndarray]:
         """Every message a multi-frame walk: delivered when all its frames are, latest frame's delay."""
+        self.twin.advance(now)  # user probes due by now walk first, in time order
         m = len(src)
         ok = np.ones(m, bool)
         delay = np.zeros(m)
@@ -67,14 +69,14 @@ class SimChannel:
         ok[local] = self.twin.st.alive[src[local]] == 1
         return ok, delay
 
-    def to_nodes(self, nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def to_nodes(self, nodes: np.ndarray, size: int, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Which nodes a message of ``size`` bytes reaches, and after how long (seconds)."""
         if not self.in_band:
             ok = (self.twin.st.alive[nodes] == 1) & (self.rng.random(len(nodes)) >= self.spec.loss)
             return ok, np.full(len(nodes), self.spec.rtt / 2)
-        return self._walk(np.full(len(nodes), self.ctrl, np.int32), nodes.astype(np.int32), frames(size), size)
+        return self._walk(np.full(len(nodes), self.ctrl, np.int32), nodes.astype(np.int32), frames(size), size, now)
 
-    def from_nodes(self, nodes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def from_nodes(self, nodes: np.ndarray, sizes: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         if not self.in_band:
             ok = self.rng.random(len(nodes)) >= self.spec.loss
             return ok, np.full(len(nodes), self.spec.rtt / 2)
@@ -82,15 +84,15 @@ class SimChannel:
         delay = np.full(len(nodes), np.inf)
         for k in np.unique([frames(s) for s in sizes]):  # reports of equal frame count walk together
             sel = np.flatnonzero(np.array([frames(s) for s in sizes]) == k)
-            o, d = self._walk(nodes[sel].astype(np.int32), np.full(len(sel), self.ctrl, np.int32), int(k), 1500)
+            o, d = self._walk(nodes[sel].astype(np.int32), np.full(len(sel), self.ctrl, np.int32), int(k), 1500, now)
             ok[sel], delay[sel] = o, d
         return ok, delay
 
-    def command(self, node: int) -> tuple[bool, float, str]:
+    def command(self, node: int, now: float) -> tuple[bool, float, str]:
         """Deliver one signed command to ``node``: (delivered, delay s, why not)."""
         self.meter.command_bytes += self.action_envelope
         self.meter.command_frames += frames(self.action_envelope)
-        ok, delay = self.to_nodes(np.array([node], np.int32), self.action_envelope)
+        ok, delay = self.to_nodes(np.array([node], np.int32), self.action_envelope, now)
         if ok[0]:
             return True, float(delay[0]), ""
         if not self.in_band:
@@ -112,7 +114,7 @@ def poll(env, channel: SimChannel, adapter, costs: dict | None):
     t0 = env.now
     everyone = np.arange(n, dtype=np.int32)
     tw.advance(env.now)
-    req_ok, req_d = channel.to_nodes(everyone, POLL_REQUEST_BYTES)
+    req_ok, req_d = channel.to_nodes(everyone, POLL_REQUEST_BYTES, env.now)
     channel.meter.telemetry_bytes += n * POLL_REQUEST_BYTES
     channel.meter.telemetry_frames += n
     read_at = float(np.median(req_d[req_ok])) if req_ok.any() else 0.0
@@ -126,7 +128,7 @@ def poll(env, channel: SimChannel, adapter, costs: dict | None):
     sizes = channel.report_sizes(tel)[answering]
     channel.meter.telemetry_bytes += int(sizes.sum())
     channel.meter.telemetry_frames += int(sum(frames(s) for s in sizes))
-    rep_ok, rep_d = channel.from_nodes(answering, sizes)
+    rep_ok, rep_d = channel.from_nodes(answering, sizes, env.now)
     sign = costs["sign_action"] if costs else 0.0
     verify = costs["verify_action"] if costs else 0.0
     arrival = np.maximum(req_d[answering] - read_at, 0.0) + sign + rep_d
