@@ -2,10 +2,11 @@
 
 A real controller never holds one consistent snapshot. Node ``x`` answered the last poll (or an
 older one, if its answer was lost) and its tables were read at ``read_t[x]``; everything it said
-ages from then on. :class:`ReportView` keeps one row per node, stored with absolute times
-(``seen_at = read_t - last_seen``), so turning it into :class:`twin.adapter.Telemetry` at any
-later instant ages every row by exactly its own delay. Merging happens when the controller
-observes, so its cost is part of the loop's measured observe phase.
+ages from then on. :class:`ReportView` keeps one row per node, stored as read
+(each row's ``last_seen`` as read, plus its ``read_t``), so turning it into
+:class:`twin.adapter.Telemetry` at any later instant ages every row by exactly its own delay.
+Merging happens when the controller observes, so its cost is part of the loop's measured
+observe phase.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class ReportView:
         self.read_t = np.full(n, np.nan)
         self.nh = np.full((n, n), -1, np.int32)
         self.tq = np.zeros((n, n), np.uint8)
-        self.seen_at = np.full((n, n), np.nan)
+        self.last_seen = np.full((n, n), np.nan, np.float32)  # as read at read_t
         self.tx = np.zeros(n, np.int64)
         self.rx = np.zeros(n, np.int64)
         self.interval = np.ones(n, np.float32)
@@ -35,6 +36,7 @@ class ReportView:
         self.link_heard_at = np.zeros(0)
         self.link_fwd = np.zeros(0, np.int64)
         self.inbox: list[tuple[Telemetry, np.ndarray, float]] = []
+        self._lent = False  # the tables are shared with a Telemetry already handed out
         self.polls = 0
         self.reports = 0
 
@@ -45,17 +47,24 @@ class ReportView:
         self.reports += int(got.sum())
 
     def _merge(self, tel: Telemetry, got: np.ndarray, read_t: float) -> None:
-        g = np.flatnonzero(got)
-        if not len(g):
+        if not got.any():
             return
-        self.read_t[g] = read_t
-        self.nh[g] = tel.orig_next_hop[g]
-        self.tq[g] = tel.orig_tq[g]
-        self.seen_at[g] = read_t - tel.orig_last_seen[g].astype(np.float64)
-        self.tx[g] = tel.tx_packets[g]
-        self.rx[g] = tel.rx_packets[g]
+        self.read_t[got] = read_t
+        if got.all():  # every node answered: its fresh tables become the view (no copy)
+            self.nh, self.tq, self.last_seen = tel.orig_next_hop, tel.orig_tq, tel.orig_last_seen
+            self._lent = False
+        else:
+            if self._lent:  # the last Telemetry handed out shares these arrays: copy before writing
+                self.nh, self.tq, self.last_seen = self.nh.copy(), self.tq.copy(), self.last_seen.copy()
+                self._lent = False
+            rows = got[:, None]
+            np.copyto(self.nh, tel.orig_next_hop, where=rows)
+            np.copyto(self.tq, tel.orig_tq, where=rows)
+            np.copyto(self.last_seen, tel.orig_last_seen, where=rows)
+        self.tx[got] = tel.tx_packets[got]
+        self.rx[got] = tel.rx_packets[got]
         if tel.orig_interval_s is not None:
-            self.interval[g] = tel.orig_interval_s[g]
+            self.interval[got] = tel.orig_interval_s[got]
         keep = ~got[self.link_src]
         new = got[tel.link_src]
         fwd = tel.link_fwd_heard if tel.link_fwd_heard is not None else np.full(len(tel.link_src), -1, np.int64)
@@ -78,9 +87,10 @@ class ReportView:
         # heard again right after it, so only rows of one poll are compared with each other
         latest = np.nanmax(self.read_t) if np.isfinite(self.read_t).any() else np.inf
         rep = ~np.isnan(age) & (age <= self.stale_after_s) & (self.read_t >= latest - 1e-3)
-        last = (now - self.seen_at).astype(np.float32)
+        last = self.last_seen + np.nan_to_num(age, nan=0.0).astype(np.float32)[:, None]
+        self._lent = True
         return Telemetry(
-            t=now, nodes=self.names, reporting=rep, orig_next_hop=self.nh.copy(), orig_tq=self.tq.copy(),
+            t=now, nodes=self.names, reporting=rep, orig_next_hop=self.nh, orig_tq=self.tq,
             orig_last_seen=last, link_src=self.link_src, link_dst=self.link_dst, link_tq=self.link_tq,
             link_last_seen=(now - self.link_heard_at).astype(np.float32), tx_packets=self.tx.copy(),
             rx_packets=self.rx.copy(), orig_interval_s=self.interval.copy(), report_age=age,

@@ -132,9 +132,6 @@ class Analyzer:
         known = {f.names.index(nm) for (kind, nodes) in self.active for nm in nodes
                  if kind in ("blackhole", "dead_relay")} | {int(i) for i in dead}
         known_bh = {nm for (kind, nodes) in self.active if kind == "blackhole" for nm in nodes}
-        # (paths to or from a node we quarantined or that is silent fail by our doing or its death)
-        paths = {p[1:-1]: c for p, c in f.failing_paths.items()
-                 if suspects & set(p[1:-1]) and not (known - suspects) & set(p)}
         for (kind, nodes) in list(self.active):
             if kind == "blackhole":  # stays diagnosed while quarantined (silent) or still failing
                 i = f.names.index(nodes[0])
@@ -147,16 +144,27 @@ class Analyzer:
         # downstream of it on some paths still forward other traffic, relays upstream forward
         # everything. Greedy: the suspect with the lowest overheard-forward ratio among those with
         # enough failures takes the blame for every failing path through it; repeat on the rest
+        # The pool is every relay on a failing path its neighbours did not hear forward, even one
+        # whose evidence is not yet conclusive: it still explains the paths through it, so the
+        # relays downstream of it are never blamed for its drops; it is only *chosen* (quarantined)
+        # once it meets every rule above.
+        pool = set(int(i) for i in np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures)
+                                                  & relays & (sil < 1.0))) | suspects
         chosen: list[int] = []
-        remaining = dict(paths)
+        explained: set[int] = set()
+        # (paths to or from a node we quarantined or that is silent fail by our doing or its death)
+        remaining = {p[1:-1]: c for p, c in f.failing_paths.items() if not (known - suspects) & set(p)}
         while remaining:
-            blame = {v: sum(c for p, c in remaining.items() if v in p) for v in suspects - set(chosen)}
+            blame = {v: sum(c for p, c in remaining.items() if v in p) for v in pool - explained}
             cands = [v for v, c in blame.items() if c >= self.blackhole_min_failures]
             if not cands:
                 break
             v = min(cands, key=lambda k: (float(ratio[k]), -blame[k], k))
-            chosen.append(v)
+            explained.add(v)
+            if v in suspects:
+                chosen.append(v)
             remaining = {p: c for p, c in remaining.items() if v not in p}
+        chosen.sort()
         for i in chosen:
             current[("blackhole", (f.names[i],))] = Diagnosis(
                 "blackhole", (f.names[i],), f.t, 0.9,

@@ -36,6 +36,7 @@ class Pending:
     settled: bool = False
     lift_at_s: float | None = None  # a quarantine's end
     lifted: bool = False
+    resends: int = 0
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Executor:
         self.retries: list[Retry] = []
         self.failed_restores: list[dict] = []
         self._keep: dict[int, Action] = {}  # keeps restore actions alive, so their id() stays theirs
+        self.delivered: set[int] = set()  # id() of commands that reached their node
+        self.resend_limit = 2
 
     def prepare(self, actions: list[Action]) -> tuple[list[SignedAction], list[float]]:
         """Sign every command; returns them and the measured signing cost of each, in seconds."""
@@ -91,6 +94,8 @@ class Executor:
     def _after_send(self, r: ActionResult) -> None:
         """A restore that did not take effect is retried after 1, 2, 4, ... s, then given up."""
         k = id(r.action)
+        if r.applied:
+            self.delivered.add(k)
         if k not in self.restores:
             return
         self.restores[k] += 1
@@ -134,6 +139,16 @@ class Executor:
             if p.restore_at_s is not None and not p.restored and now >= p.restore_at_s:
                 restore.extend(p.remedy.restore)
                 p.restored = True
+            missing = [a for a in p.remedy.actions if id(a) not in self.delivered]
+            if now >= p.verify_by_s and not p.settled and not cleared and missing and p.resends < self.resend_limit:
+                # part of the remedy never arrived (lost, no route yet): it has not failed, it has not
+                # been tried. Send the missing commands again and wait, rather than escalate
+                p.resends += 1
+                p.verify_by_s = now + self.verify_after_s
+                if p.restore_at_s is not None and not p.restored:
+                    p.restore_at_s = max(p.restore_at_s, now + p.remedy.restore_after_s)
+                restore.extend(missing)
+                continue
             if now >= p.verify_by_s and not p.settled:
                 p.settled = True
                 settled.append((p, "resolved" if cleared else "unresolved"))

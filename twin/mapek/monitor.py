@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin.adapter import Telemetry
+from twin.mapek import tables as T
 
 FALSE_ALARM_PER_OGM = 1e-8  # ~0.004 false alarms per node-hour at 1 s OGMs
 
@@ -142,10 +143,7 @@ class Monitor:
         rep = tel.reporting.astype(bool)
         interval = tel.orig_interval_s if tel.orig_interval_s is not None else np.ones(n, np.float32)
         interval = np.where(interval > 0, interval, 1.0)
-        ages = np.where(rep[:, None] & ~np.isnan(tel.orig_last_seen), tel.orig_last_seen, np.float32(np.inf))
-        np.fill_diagonal(ages, np.inf)
-        fresh = ages.min(axis=0).astype(np.float64) if n else np.zeros(0)
-        fresh[~np.isfinite(fresh)] = np.nan
+        fresh = T.freshest(tel.orig_last_seen, rep) if n else np.zeros(0)
         # a node whose interval was just shortened still sends its pending OGM at the old pace:
         # judge silence by the longest interval it had during the last couple of old periods
         self.intervals.append((tel.t, interval.copy()))
@@ -197,29 +195,17 @@ class Monitor:
         sil_now = np.nan_to_num(silence, nan=0.0)
         usual = sil_now < np.maximum(required, 2.0 * self.sil_env)
         self.sil_env = np.where(usual, np.maximum(self.sil_env * np.exp(-dt / 1800.0), sil_now), self.sil_env)
-        has = tel.orig_tq > 0
-        cnt = np.maximum((has & rep[:, None]).sum(axis=0), 1)
-        tq_mean = (np.where(rep[:, None], tel.orig_tq, 0).sum(axis=0) / cnt) / 255.0
         nh = tel.orig_next_hop
         # routes that use a node as a relay (toward some *other* destination); a route to the
         # node itself is not relaying, and stays in the tables of its neighbours until purged
-        relay = nh.copy()
-        relay[~rep] = -1
-        relay[relay == np.arange(n)[None, :]] = -1
-        routes_via = np.bincount(relay[relay >= 0].ravel(), minlength=n)[:n] if n else np.zeros(0)
-        churn = np.zeros(n)
-        tq_trend = np.zeros(n)
-        if self.prev is not None and self.prev.n == n:
-            ch = (self.prev.orig_next_hop != nh) & rep[:, None] & self.prev.reporting[:, None]
-            # next-hop changes per second: snapshots come at poll intervals (or sooner to confirm)
-            churn = ch.sum(axis=1).astype(float) / max(tel.t - self.prev.t, 0.1)
-            # compared over the nodes that reported both times (which nodes answer changes poll to poll)
-            both = (rep & self.prev.reporting.astype(bool))[:, None]
-            c_now = np.maximum((both & has).sum(axis=0), 1)
-            c_prev = np.maximum((both & (self.prev.orig_tq > 0)).sum(axis=0), 1)
-            now_mean = np.where(both, tel.orig_tq, 0).sum(axis=0) / c_now / 255.0
-            p_mean = np.where(both, self.prev.orig_tq, 0).sum(axis=0) / c_prev / 255.0
-            tq_trend = now_mean - p_mean
+        relay, routes_via = T.relays(nh, rep)
+        prev_ok = self.prev is not None and self.prev.n == n
+        p = self.prev if prev_ok else tel
+        # TQ trend over the nodes that reported both times (which nodes answer changes poll to poll)
+        tq_mean, tq_trend, churn = T.tq_and_churn(tel.orig_tq, nh, rep, p.orig_tq, p.orig_next_hop,
+                                                  p.reporting.astype(bool), prev_ok)
+        if prev_ok:  # next-hop changes per second: snapshots come at poll intervals (or sooner)
+            churn = churn / max(tel.t - self.prev.t, 0.1)
         fail = np.zeros(n)
         ok = np.zeros(n)
         expected = np.zeros(n)  # probe frames that should have been relayed by each node

@@ -6,9 +6,9 @@ A remedy is only ever made of commands batman-adv (or nftables, yggdrasil) reall
   ring of 5 is flushed by 5 new sequence numbers arriving another way, so faster OGMs flush it
   5x..10x sooner, at the cost of 10x OGM traffic while it lasts. The node's *pending* OGM keeps
   its old send time (that is how the kernel schedules), so the gain starts within one interval.
-* ``hardif_bounce``: remove and re-add the hard interface on the dead relay's neighbours. It
-  purges *every* neighbour on that interface and restarts their 64-wide windows, so TQ stays low
-  for tens of seconds: a last resort.
+* ``hardif_bounce``: remove and re-add the hard interface on the nodes still relaying via a dead
+  node. It purges *every* neighbour on that interface and restarts their 64-wide windows, so TQ
+  stays low for tens of seconds; no rule offers it (see :data:`RULES`).
 * ``quarantine``: nftables drop of the node's traffic on its neighbours (blackholes), followed by
   an OGM burst so routes through it flush quickly.
 
@@ -27,9 +27,12 @@ from twin.adapter import Action, speaks
 from twin.mapek.analyze import Diagnosis
 from twin.mapek.monitor import Features
 
+#: ``hardif_bounce`` is offered by no rule any more: measured on in-band relay crashes, bouncing
+#: the interfaces of nodes still routing via a dead relay restarted their neighbours' windows and
+#: made MTTR worse than doing nothing on some seeds. It stays available to ``twin.training``.
 RULES: dict[str, list[str]] = {
-    "dead_relay": ["ogm_burst", "hardif_bounce", "drop_dead_links"],
-    "blackhole": ["quarantine", "hardif_bounce"],
+    "dead_relay": ["ogm_burst", "drop_dead_links"],
+    "blackhole": ["quarantine"],
     "partition": [],
     "broken_flow": ["fallback_overlay"],
     "degraded_link": [],
