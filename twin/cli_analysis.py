@@ -247,6 +247,37 @@ def check_cmd(
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
 
 
+def plan_cmd(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    seed: int = typer.Option(None, "--seed", help="override the scenario seed (a random mesh follows it)"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Show what a scenario resolves to, before anything runs: the mesh, the node or links each
+    fault hits, and every probe pair with its hop count.
+
+    Example:  twin plan scenarios/leipzig-relay-crash.yaml
+    """
+    from twin.plan import lines, plan
+    from twin.scenario import load
+    from twin.world import resolve
+
+    try:
+        sc = load(scenario)
+        if seed is not None:
+            src, ln = sc._source, sc._lines
+            sc = sc.model_copy(update={"seed": seed})
+            sc._source, sc._lines = src, ln
+        p = plan(resolve(sc))
+    except TwinError as e:
+        _fail(e)
+    if as_json:
+        out.print_json(json.dumps(p, default=str))
+    else:
+        for line in lines(p):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_cmd)
     app.command("sweep")(sweep_cmd)
     app.command("check")(check_cmd)
