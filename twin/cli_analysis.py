@@ -277,7 +277,28 @@ def plan_cmd(
             out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
+def report_cmd(
+    target: Path = typer.Argument(..., help="a run folder (results/<scenario>/<run-id>) or a sweep "
+                                  "(results/<scenario> or its sweep.parquet)"),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="folder for report.html/report.md (default: beside it)"),
+) -> None:
+    """Write one self-contained HTML page (and Markdown) for a run or a sweep: targets, timeline,
+    topology map with the fault and the affected pairs' routes before and after, per-pair
+    recovery, MTTR distributions, loop on vs off, sim vs emu when both exist.
+
+    Example:  twin report results/relay-crash/20261206-212406-sim-s7
+    """
+    from twin.report import write_report
+
+    try:
+        h, m = write_report(target, out_dir)
+    except TwinError as e:
+        _fail(e)
+    out.print(f"{h}\n{m}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
     app.command("plan")(plan_cmd)
     app.command("sweep")(sweep_cmd)
     app.command("check")(check_cmd)
