@@ -121,3 +121,27 @@ def test_the_mapek_loop_runs_unchanged_on_the_live_adapter(lab4):
         assert ctl.stats()["iterations"] == 3
     finally:
         ad.close()
+
+
+def test_probes_between_agents_are_reported_on_the_controller_clock(lab4):
+    inv, ident, bundle, agents = lab4
+    ad = LiveAdapter(inv, ident, bundle)
+    ad.begin("t")
+    try:
+        ad.start_probes([("n0", "n1"), ("n2", "n3")], rate_hz=20)
+        time.sleep(1.5)
+        ad.observe()
+        agents.agents["n1"].prober.paused = True  # n1 stops echoing: n0's probes are lost
+        time.sleep(1.3)
+        t_cut = ad.now()
+        time.sleep(1.4)
+        tel = ad.observe()
+    finally:
+        ad.close()
+    rows = ad.probe_rows
+    ok01 = [r for r in rows if r["src"] == "n0" and r["rtt_ms"] is not None]
+    lost01 = [r for r in rows if r["src"] == "n0" and r["rtt_ms"] is None]
+    assert len(ok01) >= 15 and len(lost01) >= 5
+    assert all(r["t_s"] > t_cut - 1.5 for r in lost01)  # losses are placed after the echo stopped
+    assert all(r["rtt_ms"] is not None for r in rows if r["src"] == "n2")
+    assert set(zip(tel.probe_src.tolist(), tel.probe_dst.tolist(), strict=True)) == {(0, 1), (2, 3)}

@@ -61,7 +61,8 @@ def test_valid_command_applies_and_unconfirmed_change_reverts_by_itself(lab):
     k = lab["agents"].kernels["n0"]
     a = Action("set_orig_interval", "n0", {"ms": 40})
     r = _ask(lab, _client(lab), {"op": "apply", "dry_run": False, "confirm_within_s": 60}, _env(lab["id"], a))
-    assert r["verdict"] == "applied" and k.current.orig_interval_ms == 40
+    assert r["verdict"] == "applied" and r["settings"]["orig_interval_ms"] == 40
+    assert k.writes[0].orig_interval_ms == 40
     # the session closed without a confirm: the change reverted
     deadline = time.time() + 5
     while k.current.orig_interval_ms != 1000 and time.time() < deadline:

@@ -54,6 +54,8 @@ class LiveAdapter:
     last: dict[str, dict] = field(default_factory=dict)
     pending: list[_Change] = field(default_factory=list)
     baseline: dict[str, dict] = field(default_factory=dict)
+    probe_rows: list[dict] = field(default_factory=list)
+    probe_window_s: float = 2.0
 
     def __post_init__(self) -> None:
         inv = self.inventory
@@ -70,6 +72,7 @@ class LiveAdapter:
         self.fleet_budget = TokenBucket(s.rate_fleet)
         self.mac_owner: dict[str, str] = {}
         self.reporting_now: set[str] = set()
+        self.probe_port: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-adapter", daemon=True)
         self._thread.start()
@@ -100,6 +103,7 @@ class LiveAdapter:
                 info, _ = await c.request({"op": "info"}, timeout_s=self.inventory.channel.connect_timeout)
                 h, _ = await c.request({"op": "begin_run", "run": run_id}, timeout_s=2.0)
                 self.baseline[name] = h["settings"]
+                self.probe_port[name] = int(info.get("probe_port", 0))
                 return name, info
             except AgentUnavailable as err:
                 return name, {"error": str(err)}
@@ -137,6 +141,21 @@ class LiveAdapter:
                        json.dumps(r.get("settings") or r.get("error")))
         return res
 
+    def start_probes(self, pairs: list[tuple[str, str]], rate_hz: float) -> None:
+        """Each pair's source agent probes the destination's in-band (bat0) address."""
+        by_src: dict[str, list] = {}
+        for s, d in pairs:
+            addr = self.inventory.node(d).inband
+            if addr is None:
+                raise ValueError(f"probe pair {s}->{d}: node {d} has no inband address in the inventory")
+            by_src.setdefault(s, []).append([d, addr, self.probe_port.get(d) or 7798])
+
+        async def all_() -> None:
+            await asyncio.gather(*(self.clients[s].request({"op": "probes", "targets": t, "rate_hz": rate_hz})
+                                   for s, t in by_src.items()))
+
+        self._run(all_(), timeout=30)
+
     # -- observe --------------------------------------------------------------------------
     def _poll_all(self) -> dict[str, dict | None]:
         timeout = self.inventory.channel.poll_timeout
@@ -166,6 +185,9 @@ class LiveAdapter:
             if s.get("mesh_address"):
                 self.mac_owner[s["mesh_address"].lower()] = name
         self.reporting_now = {n for n, s in snaps.items() if s is not None}
+        for name, s in snaps.items():
+            for dst, age, rtt in (s or {}).get("probes", []):
+                self.probe_rows.append({"t_s": t - age, "src": name, "dst": dst, "rtt_ms": rtt})
         tel = self._telemetry(t, snaps)
         self._health_checks(snaps)
         return tel
@@ -208,10 +230,29 @@ class LiveAdapter:
                     ldst.append(self.index[peer])
                     ltq.append(q if q is not None else one_hop.get(neigh.lower(), _thr_tq(thr)))
                     llast.append(seen_ms / 1000)
+        acc: dict[tuple[int, int], list] = {}
+        for r in reversed(self.probe_rows):
+            if r["t_s"] < t - self.probe_window_s - 10.0:  # rows arrive roughly in time order
+                break
+            if r["t_s"] < t - self.probe_window_s:
+                continue
+            if r["src"] in self.index and r["dst"] in self.index:
+                a = acc.setdefault((self.index[r["src"]], self.index[r["dst"]]), [0, 0, 0.0])
+                a[0] += 1
+                if r["rtt_ms"] is not None:
+                    a[1] += 1
+                    a[2] += r["rtt_ms"] / 2
+        keys = sorted(acc)
         return Telemetry(t=t, nodes=list(self.names), reporting=reporting, orig_next_hop=nh, orig_tq=tq,
                          orig_last_seen=last, link_src=np.array(lsrc, np.int32), link_dst=np.array(ldst, np.int32),
                          link_tq=np.array(ltq, np.uint8), link_last_seen=np.array(llast, np.float32),
                          tx_packets=tx, rx_packets=rx, orig_interval_s=interval,
+                         probe_src=np.array([k[0] for k in keys], np.int32),
+                         probe_dst=np.array([k[1] for k in keys], np.int32),
+                         probe_sent=np.array([acc[k][0] for k in keys], np.int32),
+                         probe_ok=np.array([acc[k][1] for k in keys], np.int32),
+                         probe_latency_ms=np.array([acc[k][2] / acc[k][1] if acc[k][1] else np.nan for k in keys],
+                                                   np.float32),
                          extra={"protocol": "batman", "source": "live agents"})
 
     # -- apply ----------------------------------------------------------------------------

@@ -58,6 +58,8 @@ class AgentConfig(BaseModel):
     max_confirm_s: float = Field(120.0, gt=0, description="longest confirm deadline a controller may ask for")
     audit_log: str = "/var/lib/meshtwin/audit.jsonl"
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    probe_host: str = Field("::", description="address the prober listens on (echoes and its own probes)")
+    probe_port: int = Field(7798, ge=0, le=65535)
     kernel: str = Field("batadv", pattern="^(batadv|static)$", description="batadv (always, on a node); static is "
                         "a stand-in kernel for channel tests and benchmarks only")
 
@@ -106,7 +108,9 @@ class Agent:
         self._lock = asyncio.Lock()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._conns: set[asyncio.Task] = set()
         self.port = cfg.port
+        self.prober = None
         from twin.live.agent_metrics import AgentMetrics
 
         self.metrics = AgentMetrics(cfg.node, cfg.metrics_port)
@@ -116,6 +120,10 @@ class Agent:
         self._server = await asyncio.start_server(self._conn, self.cfg.listen, self.cfg.port)
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks.add(asyncio.create_task(self._expiry()))
+        from twin.live.probe import start_prober
+
+        self.prober = await start_prober(self.cfg.probe_host, self.cfg.probe_port)
+        self.probe_port = self.prober.transport.get_extra_info("sockname")[1]
         self.audit.write("start", "ok", node=self.cfg.node, port=self.port, settings=self.kernel.settings().to_json())
 
     async def serve_forever(self) -> None:
@@ -127,9 +135,14 @@ class Agent:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if self.prober is not None:
+            self.prober.close()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        conns = [t for t in self._conns if not t.done()]
+        for t in conns:
+            t.cancel()
+        await asyncio.gather(*conns, return_exceptions=True)
         async with self._lock:
             await asyncio.to_thread(self.cc.revert, "agent shutting down")
         self.audit.write("stop", "ok", node=self.cfg.node)
@@ -144,6 +157,10 @@ class Agent:
                     await asyncio.to_thread(self.cc.expire)
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
         addr = writer.get_extra_info("peername")
         where = f"{addr[0]}:{addr[1]}" if addr else "?"
         try:
@@ -189,11 +206,16 @@ class Agent:
             if self.silent:
                 return None
             snap = await asyncio.to_thread(self.kernel.snapshot)
-            snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None)
+            snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None,
+                        probes=self.prober.report() if self.prober else [])
             self.metrics.observe(snap)
             env = sign_telemetry(self.identity, json.dumps(snap, separators=(",", ":")).encode(), ttl_s=10.0,
                                  now=time.time())
             return base, env
+        if op == "probes":
+            assert self.prober is not None
+            self.prober.configure(h.get("targets", []), float(h.get("rate_hz", 10.0)))
+            return {**base, "ok": True, "port": self.probe_port}, b""
         if op == "info":
             info = await asyncio.to_thread(self.kernel.info)
             cur = await asyncio.to_thread(self.kernel.settings)
@@ -201,7 +223,7 @@ class Agent:
                     "agent_version": AGENT_VERSION, "kernel": info, "settings": cur.to_json(),
                     "allow_actions": self.cfg.allow_actions, "allow_faults": self.cfg.allow_faults,
                     "pending": self.cc.pending.to_json() if self.cc.pending else None, "halted": self.halted,
-                    "run": self.run_id, "silent": self.silent}, b""
+                    "run": self.run_id, "silent": self.silent, "probe_port": self.probe_port}, b""
         async with self._lock:
             return await asyncio.to_thread(self._locked, op, h, blob, sid, base)
 
@@ -226,6 +248,9 @@ class Agent:
         if op in ("end_run", "stop"):
             self.cc.revert(f"{op} by controller", peer)
             self.silent = False
+            if self.prober is not None:
+                self.prober.paused = False
+                self.prober.configure([], 1.0)
             restored = self.kernel.settings()
             if self.baseline is not None and restored != self.baseline:
                 restored = self.kernel.write(self.baseline)
@@ -309,11 +334,15 @@ class Agent:
                 self.kernel.write(Settings(cur.orig_interval_ms, cur.hop_penalty, cur.aggregated_ogms,
                                            tuple((k, False) for k, _ in cur.hardifs)))
                 self.silent = True
+                if self.prober is not None:
+                    self.prober.paused = True
             elif kind == "node_recover":
                 cur = self.kernel.settings()
                 base = self.baseline or cur
                 self.kernel.write(Settings(cur.orig_interval_ms, cur.hop_penalty, cur.aggregated_ogms, base.hardifs))
                 self.silent = False
+                if self.prober is not None:
+                    self.prober.paused = False
             else:
                 raise Refused("not_allowed", f"fault {kind!r} is not implemented by this agent")
         except Refused as r:

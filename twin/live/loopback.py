@@ -45,6 +45,7 @@ def write_lab(root: Path, n: int, *, names: list[str] | None = None, allow_fault
                     "reconnect_backoff": "200ms"},
         "safety": safety or {},
         "nodes": [{"name": nm, "mgmt": (hosts[i] if hosts else "127.0.0.1"), "port": ports[i],
+                   "inband": (hosts[i] if hosts else "127.0.0.1"),
                    "allow_actions": allow_actions or list(AGENT_ACTIONS), "allow_faults": allow_faults or []}
                   for i, nm in enumerate(names)],
     }
@@ -56,6 +57,7 @@ def write_lab(root: Path, n: int, *, names: list[str] | None = None, allow_fault
     for nm, port in zip(names, ports, strict=True):  # each agent on its own loopback port
         cfg = yaml.safe_load(configs[nm].read_text())
         cfg["port"], cfg["listen"] = port, "127.0.0.1"
+        cfg["probe_host"], cfg["probe_port"] = "127.0.0.1", 0
         configs[nm].write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path, configs
 
