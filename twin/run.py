@@ -94,8 +94,12 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
 
 
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
-            progress: Callable[[float], None] | None = None, loop: bool | None = None) -> RunResult:
-    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps)."""
+            progress: Callable[[float], None] | None = None, loop: bool | None = None,
+            inventory: Path | None = None, apply: bool = False) -> RunResult:
+    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps).
+
+    ``inventory`` and ``apply`` are for ``live`` mode: the lab's inventory file (default
+    ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
     mode = mode or sc.mode
     if loop is not None:
         src, lines = sc._source, sc._lines
@@ -126,9 +130,11 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
 
         ev, engine, wall, loop_info = run_world(world, progress=progress)
     else:
-        from twin.errors import RunError
+        from twin.live.runner import run_world as run_live
 
-        raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
+        ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+    if security is None and loop_info is not None and "security" in loop_info:
+        security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)

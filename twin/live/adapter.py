@@ -56,6 +56,9 @@ class LiveAdapter:
     baseline: dict[str, dict] = field(default_factory=dict)
     probe_rows: list[dict] = field(default_factory=list)
     probe_window_s: float = 2.0
+    verify_ms: list[float] = field(default_factory=list)  # agents' envelope verification, as they report it
+    verdicts: dict[str, int] = field(default_factory=dict)
+    envelope_bytes: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         inv = self.inventory
@@ -73,6 +76,7 @@ class LiveAdapter:
         self.mac_owner: dict[str, str] = {}
         self.reporting_now: set[str] = set()
         self.probe_port: dict[str, int] = {}
+        self.last_nh: np.ndarray | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="live-adapter", daemon=True)
         self._thread.start()
@@ -189,6 +193,7 @@ class LiveAdapter:
             for dst, age, rtt in (s or {}).get("probes", []):
                 self.probe_rows.append({"t_s": t - age, "src": name, "dst": dst, "rtt_ms": rtt})
         tel = self._telemetry(t, snaps)
+        self.last_nh = tel.orig_next_hop
         self._health_checks(snaps)
         return tel
 
@@ -291,6 +296,11 @@ class LiveAdapter:
             self.fleet_budget.take()
         h, _ = self._run(self.clients[a.node].request(header, signed.envelope, timeout_s=3.0), timeout=10)
         verdict = h.get("verdict", "error")
+        self.envelope_bytes.append(len(signed.envelope))
+        if "verify_ms" in h:
+            self.verify_ms.append(float(h["verify_ms"]))
+        if verdict not in ("applied", "dry_run"):
+            self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
         if verdict == "applied":
             nb = len(self.last.get(a.node, {}).get("neighbours", []))
             self.pending = [c for c in self.pending if c.node != a.node]  # joined the node's open change
@@ -314,6 +324,17 @@ class LiveAdapter:
                 outcome = f"unconfirmed ({err}); the node reverts it by itself"
             self.pending.remove(c)
             self.event("commit", c.node, outcome, f"{c.kind} change {c.change}")
+
+    def security(self) -> dict:
+        """The control plane's side of the run, in the shape ``sim`` reports it."""
+        from twin.pqc import fragments
+
+        hs = [x for c in self.clients.values() for x in c.handshake_s]
+        env = max(self.envelope_bytes, default=0)
+        return {"attempts": {}, "rejected": dict(self.verdicts), "malicious_applied": 0,
+                "signer": self.identity.spiffe_id,
+                "handshake_cost_ms": round(float(np.median(hs)) * 1000, 3) if hs else None,
+                "envelope_bytes": env or None, "envelope_frames": fragments(env) if env else None}
 
     # -- faults ---------------------------------------------------------------------------
     def inject(self, kind: str, node: str) -> tuple[str, str]:

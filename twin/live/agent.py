@@ -105,6 +105,7 @@ class Agent:
         self.run_id = ""
         self.halted = False
         self.silent = False  # injected node_crash: out of the mesh, polls unanswered
+        self.last_verify_ms = 0.0
         self._lock = asyncio.Lock()
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -268,10 +269,12 @@ class Agent:
 
     def _verify(self, blob: bytes, peer: str) -> tuple[dict, object]:
         """Envelope checks; returns (decoded payload, verified envelope) or raises Refused."""
+        t0 = time.perf_counter()
         try:
             va = self.verifier.verify(blob, time.time())
         except PQCError as err:
             raise Refused(type(err).__name__.removesuffix("Error").lower(), f"{type(err).__name__}: {err}") from None
+        self.last_verify_ms = (time.perf_counter() - t0) * 1000
         if va.signer not in self.cfg.controllers:
             raise Refused("not_controller", f"signed by {va.signer}, not a controller of this node")
         try:
@@ -301,7 +304,8 @@ class Agent:
                 self.audit.write("action", "dry_run", peer=peer, why="dry run: checked, not applied", **what,
                                  target=target.to_json())
                 self.metrics.actions.labels("dry_run").inc()
-                return {"verdict": "dry_run", "why": f"would set {_diff(cur, target)}", "target": target.to_json()}
+                return {"verdict": "dry_run", "why": f"would set {_diff(cur, target)}", "target": target.to_json(),
+                        "verify_ms": round(self.last_verify_ms, 4)}
             if not self.bucket.take():
                 raise Refused("rate_limited", f"rate budget of {self.cfg.rate_per_min:g}/min spent")
             before = self.cc.pending.before if self.cc.pending else cur
@@ -318,7 +322,7 @@ class Agent:
                          settings=p.after.to_json())
         self.metrics.actions.labels("applied").inc()
         return {"verdict": "applied", "why": _diff(cur, p.after), "change": p.id, "settings": p.after.to_json(),
-                "confirm_within_s": confirm_s}
+                "confirm_within_s": confirm_s, "verify_ms": round(self.last_verify_ms, 4)}
 
     def _fault(self, h: dict, blob: bytes, peer: str) -> dict:
         try:

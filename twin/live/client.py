@@ -37,6 +37,7 @@ class AgentClient:
     _lock: asyncio.Lock | None = None
     _next_try: float = 0.0
     handshakes: int = 0
+    handshake_s: list[float] = field(default_factory=list)  # connect + both hellos, measured
 
     async def connect(self) -> None:
         if self.ch is not None:
@@ -48,10 +49,12 @@ class AgentClient:
         except (OSError, TimeoutError) as err:
             self._down(f"cannot connect to {self.host}:{self.port}: {err or 'timeout'}")
             raise AgentUnavailable(f"{self.name}: {self.last_error}") from None
+        t0 = time.perf_counter()
         try:
             self.ch = await wire.client_handshake(r, w, self.identity, self.bundle, self.expected,
                                                   self.connect_timeout_s)
             self.handshakes += 1
+            self.handshake_s.append(time.perf_counter() - t0)
         except (wire.ChannelError, PQCError, ValueError) as err:
             w.close()
             self._down(f"handshake: {err}")

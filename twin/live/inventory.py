@@ -80,6 +80,8 @@ class ChannelSpec(_M):
     poll_timeout: Duration = Field(0.5, gt=0, description="a node not answering within this is 'not reporting' "
                                    "for that poll; the loop never waits longer")
     reconnect_backoff: Duration = Field(1.0, gt=0)
+    converge_timeout: Duration = Field(60.0, ge=0, description="before the timeline starts, wait this long at "
+                                       "most for every node to report a route to every other")
 
 
 class SafetySpec(_M):
