@@ -88,9 +88,7 @@ def run(
             if duration is not None:
                 upd["duration"] = parse_duration(duration)
             if upd:
-                src, lines = sc._source, sc._lines
-                sc = sc.model_copy(update=upd)
-                sc._source, sc._lines = src, lines
+                sc = sc.updated(**upd)
             variants = [False, True] if compare else [None if loop is None else loop == "on"]
             summaries = []
             for lp in variants:

@@ -8,6 +8,7 @@ host go to ``run.json``, the run journal.
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,10 +103,9 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
     mode = mode or sc.mode
     if loop is not None:
-        src, lines = sc._source, sc._lines
-        sc = sc.model_copy(update={"loop": sc.loop.model_copy(update={"enabled": loop})})
-        sc._source, sc._lines = src, lines
+        sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
     world = resolve(sc)
+    artifacts: dict = {}  # extra files for the run folder (UML nodes' console logs)
     loop_info = None
     security = None
     if mode == "sim":
@@ -129,6 +129,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.emu.bridge import run_world
 
         ev, engine, wall, loop_info = run_world(world, progress=progress)
+        artifacts = engine.pop("artifacts", {})
     else:
         from twin.live.runner import run_world as run_live
 
@@ -158,6 +159,10 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
             w.parquet("timeseries.parquet", an.timeseries)
             w.json("summary.json", summary)
             w.json("run.json", journal)
+            for rel, src in artifacts.items():
+                dst = w.path(rel)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
             plot_timeline(an.timeseries, ev, an.faults, w.path("timeline.png"),
                           f"{sc.name} ({mode}, seed {sc.seed}, loop {'on' if loop_info is not None else 'off'})",
                           convergence_s=an.convergence_s)
@@ -165,4 +170,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         except BaseException:
             w.abort()
             raise
+    for src in artifacts.values():  # temporary copies made by the backend (UML consoles)
+        if Path(src).parent.name.startswith("meshtwin-"):
+            shutil.rmtree(Path(src).parent, ignore_errors=True)
     return RunResult(world=world, analysis=an, summary=summary, events=ev, run_dir=run_dir, journal=journal)
