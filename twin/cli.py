@@ -284,6 +284,15 @@ def _mount_live() -> None:
 _mount_live()
 
 
+def _mount_analysis() -> None:
+    from twin.cli_analysis import register
+
+    register(app)
+
+
+_mount_analysis()
+
+
 def _mount_optional() -> None:
     try:
         from twin.emu.cli import emu_app

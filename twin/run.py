@@ -96,8 +96,10 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
 
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
             progress: Callable[[float], None] | None = None, loop: bool | None = None,
-            inventory: Path | None = None, apply: bool = False) -> RunResult:
-    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps).
+            run_id: str | None = None, inventory: Path | None = None, apply: bool = False) -> RunResult:
+    """Run a validated scenario. ``out=None`` keeps everything in memory (tests). ``run_id`` names
+    the run folder (default: time, mode and seed); sweeps pass their content key so parallel runs
+    never race for one name.
 
     ``inventory`` and ``apply`` are for ``live`` mode: the lab's inventory file (default
     ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
@@ -153,7 +155,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     }
     run_dir = None
     if out is not None:
-        w = RunWriter(Path(out), sc.name, new_run_id(sc.seed, mode))
+        w = RunWriter(Path(out), sc.name, run_id or new_run_id(sc.seed, mode))
         try:
             w.parquet("events.parquet", ev)
             w.parquet("timeseries.parquet", an.timeseries)
