@@ -135,9 +135,7 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
     done: dict[tuple[str, int], ModeRun] = {}
     for mode in modes:
         for seed in seeds:
-            s = sc.model_copy(update={"seed": seed})
-            s._source, s._lines = sc._source, sc._lines
-            r = _one(s, mode, out, loop)
+            r = _one(sc.updated(seed=seed), mode, out, loop)
             done[(mode, seed)] = r
             if on_run:
                 on_run(r)
