@@ -84,7 +84,7 @@ def triangle(reps: int) -> dict:
     rows = []
     for seed in range(1, reps + 1):
         text = _scenario("kernel-triangle", seed, "{kind: ring, nodes: 3}", f"{{at: {at}s, kind: link_down, "
-                         "between: [n0, n1]}", "{kind: probe, pairs: [[n0, n1], [n1, n0]], rate: 20/s}", 60)
+                         "between: [n0, n1]}", "{kind: probe, pairs: 6, rate: 20/s, start: 5s}", 60)
         rows.append({"seed": seed, "twin": _one(text, "sim", at), "kernel": _one(text, "emu", at)})
         print(f"  triangle seed {seed}: twin {rows[-1]['twin']['mttr_s']} s, kernel {rows[-1]['kernel']['mttr_s']} s",
               file=sys.stderr, flush=True)
