@@ -141,8 +141,8 @@ def test_kernel_scenario_writes_the_same_run_folder_as_sim(tmp_path):
     twin = [sys.executable, "-m", "twin.cli"]
     out = {}
     for mode in ("emu", "sim"):
-        p = subprocess.run(twin + ["run", str(scen), "--mode", mode, "--duration", "35s", "--out", str(tmp_path / mode)],
-                           capture_output=True, text=True, timeout=900, cwd=ROOT,
+        argv = twin + ["run", str(scen), "--mode", mode, "--duration", "35s", "--out", str(tmp_path / mode)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=ROOT,
                            env=os.environ | {"PYTHONPATH": str(ROOT)})
         assert p.returncode in (0, 1), p.stderr[-2000:]
         (run_dir,) = list((tmp_path / mode / "kernel-relay-crash").iterdir())
