@@ -9,18 +9,8 @@ Callers import from here; the work lives in one module per job:
 
 from __future__ import annotations
 
-from twin.analysis import ROUTE_OK, ROUTE_OK_MEASURED, Analysis, analyse, first_stable, timeseries
+from twin.analysis import Analysis, analyse
 from twin.plot import plot_timeline
 from twin.rundir import RunWriter, new_run_id
 
-__all__ = [
-    "ROUTE_OK",
-    "ROUTE_OK_MEASURED",
-    "Analysis",
-    "RunWriter",
-    "analyse",
-    "first_stable",
-    "new_run_id",
-    "plot_timeline",
-    "timeseries",
-]
+__all__ = ["Analysis", "RunWriter", "analyse", "new_run_id", "plot_timeline"]
