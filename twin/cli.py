@@ -269,6 +269,15 @@ def train_detector_cmd(
     out.print_json(json.dumps(info))
 
 
+def _mount_analysis() -> None:
+    from twin.cli_analysis import register
+
+    register(app)
+
+
+_mount_analysis()
+
+
 def _mount_optional() -> None:
     try:
         from twin.emu.cli import emu_app

@@ -95,8 +95,11 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
 
 
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
-            progress: Callable[[float], None] | None = None, loop: bool | None = None) -> RunResult:
-    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps)."""
+            progress: Callable[[float], None] | None = None, loop: bool | None = None,
+            run_id: str | None = None) -> RunResult:
+    """Run a validated scenario. ``out=None`` keeps everything in memory (tests). ``run_id`` names
+    the run folder (default: time, mode and seed); sweeps pass their content key so parallel runs
+    never race for one name."""
     mode = mode or sc.mode
     if loop is not None:
         sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
@@ -147,7 +150,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     }
     run_dir = None
     if out is not None:
-        w = RunWriter(Path(out), sc.name, new_run_id(sc.seed, mode))
+        w = RunWriter(Path(out), sc.name, run_id or new_run_id(sc.seed, mode))
         try:
             w.parquet("events.parquet", ev)
             w.parquet("timeseries.parquet", an.timeseries)

@@ -183,6 +183,13 @@ class TargetsSpec(_M):
     loop_latency: LatencyTarget | None = None
 
 
+class CiSpec(_M):
+    """Marks a scenario for ``twin check``: run it over this many seeds and compare with its baseline."""
+
+    seeds: int = Field(30, ge=5, le=1000, description="seeds per check (from the scenario's seed on); at least 5 "
+                       "so a bootstrap interval means something")
+
+
 class Scenario(_M):
     name: str = "scenario"
     description: str = ""
@@ -197,6 +204,7 @@ class Scenario(_M):
     loop: LoopSpec = Field(default_factory=LoopSpec)
     emu: EmuSpec = Field(default_factory=EmuSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
+    ci: CiSpec | None = Field(None, description="run by `twin check` against results/baselines/")
 
     @field_validator("loop", mode="before")
     @classmethod
