@@ -143,7 +143,7 @@ class StandinLab:
     def audit(self, node: str) -> list[dict]:
         import json
 
-        text = self.lab.client(node).exec(["cat", "/run/meshtwin/audit.jsonl"], check=False)
+        text = self.lab.client(node).exec(["cat", f"/run/meshtwin/{node}.audit.jsonl"], check=False)
         return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
 
     def close(self) -> list[str]:
