@@ -155,13 +155,15 @@ def compare_cmd(
     loop: str = typer.Option(None, "--loop", help="on | off: override the scenario's loop switch (both modes)"),
     as_json: bool = typer.Option(False, "--json", help="print compare.json instead of the table"),
 ) -> None:
-    """Run one scenario in the twin (sim) and on real daemons (emu, needs root) for several seeds,
+    """Run one scenario in the twin (sim) and on real routing code (emu, needs root: batman-adv kernels in
+    UML nodes for batman_iv, babeld for babel) for several seeds,
     and report how well they agree: MTTR medians within 20 %, delivery ratios within 2 pp.
 
     Both sides run the very same file (same hello interval, faults and probe pairs per seed), so a
     difference is one of model against daemon. Exit 0 when both bars hold, 1 when one does not.
 
-    Example:  sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
+    Examples: sudo .venv/bin/twin compare scenarios/kernel-relay-crash.yaml --seeds 5
+              sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
     """
     from twin.compare import compare, plot
     from twin.results import RunWriter, new_run_id
