@@ -125,7 +125,8 @@ class Agent:
 
         self.prober = await start_prober(self.cfg.probe_host, self.cfg.probe_port)
         self.probe_port = self.prober.transport.get_extra_info("sockname")[1]
-        self.audit.write("start", "ok", node=self.cfg.node, port=self.port, settings=self.kernel.settings().to_json())
+        cur = await asyncio.to_thread(self.kernel.settings)
+        self.audit.write("start", "ok", node=self.cfg.node, port=self.port, settings=cur.to_json())
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -314,7 +315,7 @@ class Agent:
             self.audit.write("action", r.verdict, peer=peer, why=str(r), **what)
             self.metrics.actions.labels(r.verdict).inc()
             return {"verdict": r.verdict, "why": str(r)}
-        except OSError as err:  # the kernel said no (netlink error): nothing pending, say why
+        except (OSError, RuntimeError, ValueError) as err:  # the kernel said no (BatadvError, netlink): say why
             self.audit.write("action", "failed", peer=peer, why=str(err), **what)
             self.metrics.actions.labels("failed").inc()
             return {"verdict": "failed", "why": f"kernel: {err}"}
@@ -367,8 +368,14 @@ def run_agent(cfg: AgentConfig) -> None:
     """Run until SIGTERM/SIGINT; pending changes revert on the way out."""
     import signal
 
+    kernel = None
+    if cfg.kernel == "batadv":  # pyroute2's sync sockets must be created outside the running loop
+        from twin.live.kernel import BatadvKernel
+
+        kernel = BatadvKernel(cfg.mesh_if, cfg.hardifs)
+
     async def main() -> None:
-        agent = Agent(cfg)
+        agent = Agent(cfg, kernel=kernel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in (signal.SIGTERM, signal.SIGINT):
