@@ -64,6 +64,10 @@ def run(
     compare: bool = typer.Option(False, "--compare", help="run with the loop off and on; write both and the ratio"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of the table"),
+    inventory: Path = typer.Option(None, "--inventory", "-i", help="live: the lab inventory (default "
+                                   "$MESHTWIN_INVENTORY or live/inventory.yaml)"),
+    apply: bool = typer.Option(False, "--apply", help="live: act on the lab (default: dry run, commands are only "
+                               "checked by the agents)"),
 ) -> None:
     """Run scenario(s); print the targets table; exit 1 if any target fails."""
     from twin.run import execute
@@ -74,7 +78,7 @@ def run(
         _fail(TwinError(f"--mode must be sim, emu or live (got {mode!r})"))
     if loop not in (None, "on", "off"):
         _fail(TwinError(f"--loop must be on or off (got {loop!r})"))
-    failed = False
+    failed = invalid = False
     for path in scenarios:
         try:
             sc = load(path)
@@ -88,7 +92,8 @@ def run(
             variants = [False, True] if compare else [None if loop is None else loop == "on"]
             summaries = []
             for lp in variants:
-                res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp),
+                res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp,
+                                                                 inventory=inventory, apply=apply),
                                      sc.duration, quiet or as_json, sc.name)
                 summaries.append(res.summary)
                 if as_json:
@@ -105,6 +110,10 @@ def run(
                               f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
                               f"{res.run_dir}")
                 failed |= not res.passed
+                eng = res.journal.get("engine")
+                if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
+                    err.print(f"error: {path}: run invalid: {eng['invalid']} (exit 4)", markup=False, highlight=False)
+                    invalid = True
             if compare:
                 _print_compare(summaries)
         except TwinError as e:
@@ -115,7 +124,7 @@ def run(
             err.print(f"interrupted: the unfinished run of {path} was discarded; earlier runs are intact",
                       markup=False, highlight=False)
             raise typer.Exit(130) from None
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(4 if invalid else 1 if failed else 0)
 
 
 def _print_compare(s: list[dict]) -> None:
@@ -150,13 +159,15 @@ def compare_cmd(
     loop: str = typer.Option(None, "--loop", help="on | off: override the scenario's loop switch (both modes)"),
     as_json: bool = typer.Option(False, "--json", help="print compare.json instead of the table"),
 ) -> None:
-    """Run one scenario in the twin (sim) and on real daemons (emu, needs root) for several seeds,
+    """Run one scenario in the twin (sim) and on real routing code (emu, needs root: batman-adv kernels in
+    UML nodes for batman_iv, babeld for babel) for several seeds,
     and report how well they agree: MTTR medians within 20 %, delivery ratios within 2 pp.
 
     Both sides run the very same file (same hello interval, faults and probe pairs per seed), so a
     difference is one of model against daemon. Exit 0 when both bars hold, 1 when one does not.
 
-    Example:  sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
+    Examples: sudo .venv/bin/twin compare scenarios/kernel-relay-crash.yaml --seeds 5
+              sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
     """
     from twin.compare import compare, plot
     from twin.results import RunWriter, new_run_id
@@ -267,6 +278,16 @@ def train_detector_cmd(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     info = train_detector(out_path, seeds=tuple(range(1, seeds + 1)), duration=parse_duration(duration))
     out.print_json(json.dumps(info))
+
+
+def _mount_live() -> None:
+    from twin.live.cli import agent_cmd, live_app
+
+    app.add_typer(live_app, name="live", help="lab nodes: keys, deploy, check, status, stop (see live/README.md)")
+    app.command("agent", help="run the meshtwin node agent on a lab node")(agent_cmd)
+
+
+_mount_live()
 
 
 def _mount_analysis() -> None:

@@ -1,4 +1,5 @@
-"""``twin compare``: one scenario in the twin (``sim``) and on real daemons (``emu``), seed by seed.
+"""``twin compare``: one scenario in the twin (``sim``) and on real routing code (``emu``: batman-adv
+kernels in UML nodes for ``batman_iv``, babeld for ``babel``), seed by seed.
 
 The point of the twin is that its numbers can be trusted before the adapter is switched to real
 nodes; this is where that is checked. Each seed gives one mesh (the topology, the crashed relay
@@ -129,8 +130,8 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
         if os.geteuid() != 0:
             from twin.errors import RunError
 
-            raise RunError("twin compare runs the emulation side in network namespaces with real daemons: "
-                           "run it as root (sudo .venv/bin/twin compare ...)")
+            raise RunError("twin compare runs the emulation side on real routing code (batman-adv kernels in "
+                           "UML nodes, or babeld in namespaces): run it as root (sudo .venv/bin/twin compare ...)")
     cmp = Comparison(scenario=sc.name, protocol=sc.routing.protocol, seeds=list(seeds))
     done: dict[tuple[str, int], ModeRun] = {}
     for mode in modes:

@@ -113,10 +113,13 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
 
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
             progress: Callable[[float], None] | None = None, loop: bool | None = None,
-            run_id: str | None = None) -> RunResult:
+            run_id: str | None = None, inventory: Path | None = None, apply: bool = False) -> RunResult:
     """Run a validated scenario. ``out=None`` keeps everything in memory (tests). ``run_id`` names
     the run folder (default: time, mode and seed); sweeps pass their content key so parallel runs
-    never race for one name."""
+    never race for one name.
+
+    ``inventory`` and ``apply`` are for ``live`` mode: the lab's inventory file (default
+    ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
     mode = mode or sc.mode
     if loop is not None:
         sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
@@ -151,9 +154,11 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         overhead = None
         artifacts = engine.pop("artifacts", {})
     else:
-        from twin.errors import RunError
+        from twin.live.runner import run_world as run_live
 
-        raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
+        ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+    if security is None and loop_info is not None and "security" in loop_info:
+        security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)

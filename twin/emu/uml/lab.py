@@ -17,6 +17,7 @@ node: power loss) and ``twin emu clean`` after a SIGKILLed run find every proces
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -324,3 +325,30 @@ class UmlLab:
         if c is None or not self.alive(name):
             raise NodeUnreachable(f"{name} is not running")
         return c
+
+
+@contextlib.contextmanager
+def lab_session(graph, *, link_model: str = "radio", log_dir: Path | None = None, boot_timeout_s: float = 300.0,
+                wave: int = 6, **settings):
+    """A booted lab of ``graph`` (networkx; node names as strings), torn down on every exit path
+    (exceptions, Ctrl-C, SIGTERM). ``settings`` go to :class:`UmlLab` (orig_interval_ms, ...)."""
+    import tempfile
+
+    from twin.emu.cleanup import EmuSession, RunState
+    from twin.emu.uml.kernel import find_kernel
+
+    kernel = find_kernel()
+    if kernel is None:
+        raise BootError("no UML kernel: install the Debian package user-mode-linux (./setup.sh as root)")
+    st = RunState.create()
+    names = [str(n) for n in graph.nodes]
+    logs = log_dir or Path(tempfile.mkdtemp(prefix=f"meshtwin-{st.prefix}-consoles-"))
+    with EmuSession(st) as session:
+        medium = Medium(st.prefix, names, [(str(a), str(b)) for a, b in graph.edges], model=link_model)
+        session.on_teardown("medium", medium.close)
+        lab = UmlLab(kernel, medium, names, st.prefix, st.dir / "uml", logs, **settings)
+        session.on_teardown("uml nodes", lab.close)
+        medium.create()
+        lab.create_mgmt()
+        lab.boot_time_s = lab.boot_all(wave=wave, timeout_s=boot_timeout_s)
+        yield lab

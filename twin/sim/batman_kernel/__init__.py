@@ -55,22 +55,19 @@ with the Babel model. How the hot loop is kept short, and what was measured slow
 from __future__ import annotations
 
 from twin.sim.batman_kernel.core import advance
-from twin.sim.batman_kernel.purge import SYNC_EVERY_S, purge, sync_rings
+from twin.sim.batman_kernel.purge import purge, sync_rings
 from twin.sim.batman_kernel.records import EXPECTED_SEQNO_RANGE, RESET_PROTECTION_S, RING, TQ_MAX, WINDOW
-from twin.sim.batman_kernel.state import EPOCH_S, PARALLEL_MIN_WORK, State, init_orig_heap, make_state, ring_avg
+from twin.sim.batman_kernel.state import EPOCH_S, State, make_state, ring_avg
 
 __all__ = [
     "EPOCH_S",
     "EXPECTED_SEQNO_RANGE",
-    "PARALLEL_MIN_WORK",
     "RESET_PROTECTION_S",
     "RING",
-    "SYNC_EVERY_S",
     "TQ_MAX",
     "WINDOW",
     "State",
     "advance",
-    "init_orig_heap",
     "make_state",
     "purge",
     "ring_avg",

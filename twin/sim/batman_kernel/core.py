@@ -1,7 +1,7 @@
 """The OGM kernel's compiled core: one flood (``_flood``), a batch of floods on all cores, and
 ``advance``, which runs every origination due before a time, epoch by epoch.
 
-Over 500 lines because ``_flood`` is one fused loop (~330 lines): its steps share registers and must inline.
+Over 500 lines because ``_flood`` is one fused ~330-line loop: the order of its decisions is the model.
 
 What the model does is in :mod:`twin.sim.batman_kernel`; how the loop is kept short, and what was
 measured slower, in ``docs/performance.md``. (numba's on-disk cache only notices edits to the file

@@ -5,7 +5,7 @@ record (the ring of 5 as a shift register, a generation and a NEIGH_DUP tag in o
 third field of a node record (last TTL, the router's ring average, a generation), a forward-queue
 entry (node, previous sender's place, TQ, TTL, flags) and an edge record (receiver, reverse edge,
 carries?, lossy?). Layouts and operations live here together so that the kernel core, state set-up
-and purge agree on them; :mod:`twin.sim.batman_kernel` says why each layout is what it is.
+and purge agree on them; ``docs/performance.md`` says why each layout is what it is (what it saved).
 
 Protocol constants are batman-adv's (``net/batman-adv``, B.A.T.M.A.N. IV defaults).
 """
