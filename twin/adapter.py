@@ -39,8 +39,8 @@ ACTION_KINDS: dict[str, str] = {
 #: Routing protocols, named as scenarios name them (``routing.protocol``).
 PROTOCOLS: tuple[str, ...] = ("batman_iv", "babel")
 #: What an adapter is or offers besides actions: it reports telemetry, runs probes, is the SimPy
-#: twin, or runs real batman-adv kernels (UML nodes).
-FEATURES: tuple[str, ...] = ("observe", "probes", "twin", "kernel")
+#: twin, runs real batman-adv kernels (UML nodes), or drives lab nodes' agents.
+FEATURES: tuple[str, ...] = ("observe", "probes", "twin", "kernel", "live")
 #: Prefix of host facilities an adapter probed (``host:netem``, ``host:nftables``, ...).
 HOST_PREFIX = "host:"
 

@@ -78,7 +78,9 @@ def control_overhead(sc: Scenario, twin, handle) -> dict:
     channel = handle.channel if handle is not None else None
     meter = channel.meter if channel is not None else OverheadMeter(twin.n)
     frame = BABEL_FRAME_BYTES if sc.routing.protocol == "babel" else OGM_FRAME_BYTES
-    return meter.summary(sc.duration, int(twin.st.tx.sum()), frame)
+    out = meter.summary(sc.duration, int(twin.st.tx.sum()), frame)
+    out["channel"] = handle.channel_info() if handle is not None else None
+    return out
 
 
 def overhead_target(sc: Scenario, overhead: dict | None) -> dict:
@@ -157,13 +159,13 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.live.runner import run_world as run_live
 
         ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+        overhead = None
     if security is None and loop_info is not None and "security" in loop_info:
         security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
-    if overhead is not None:
-        an.extra["control_overhead"] = overhead
+    an.extra["control_overhead"] = overhead  # None: not measured in this mode (yet)
     if sc.targets.control_overhead is not None:
         an.targets["control_overhead"] = overhead_target(sc, overhead)
     summary = _summary(world, an, mode, loop_info)

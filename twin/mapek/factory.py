@@ -43,15 +43,18 @@ def knowledge_path(spec, source_dir: Path | None) -> Path | None:
 
 
 def build_brain(adapter, spec, *, base_interval_s: float = 1.0, plane: ControlPlane | None = None,
-                source_dir: Path | None = None, run_id: str = "") -> Brain:
+                signer=None, source_dir: Path | None = None, run_id: str = "") -> Brain:
     """The MAPE-K controller for ``adapter`` as ``spec`` (a ``LoopSpec``) says.
 
     ``plane`` signs the commands when ``spec.sign`` (the node side verifies with the same plane);
-    ``base_interval_s`` is the routing's configured OGM/hello period, what bursts restore to.
+    ``signer`` overrides it where the controller's identity lives elsewhere (``live``: the lab's
+    key, and agents refuse anything unsigned); ``base_interval_s`` is the routing's configured
+    OGM/hello period, what bursts restore to.
     """
     kb = KnowledgeBase(knowledge_path(spec, source_dir))
     planner = Planner(allowed=list(spec.actions), knowledge=kb, base_interval_ms=int(round(base_interval_s * 1000)))
     ctl = Controller(adapter, planner=planner, analyzer=Analyzer(warmup_s=spec.warmup),
-                     signer=plane if spec.sign else None, knowledge=kb, run_id=run_id,
+                     signer=signer if signer is not None else (plane if spec.sign else None), knowledge=kb,
+                     run_id=run_id,
                      guard=Guardrails(per_node=spec.budget, confirm=spec.confirm))
     return Brain(ctl, plane, kb)

@@ -34,6 +34,14 @@ class LoopHandle:
     def controller(self):
         return self.brain.controller if self.brain else None
 
+    def channel_info(self) -> dict | None:
+        """How the loop reached the nodes in this run (for ``control_overhead.channel``)."""
+        if self.channel is None or self.adapter is None or self.adapter.view is None:
+            return None
+        return {"path": self.channel.spec.path, "poll_s": self.channel.spec.poll, "polls": self.adapter.view.polls,
+                "reports": self.adapter.view.reports,
+                "controller": self.adapter.twin.names[self.channel.ctrl] if self.channel.in_band else None}
+
     def stats(self) -> dict:
         s = self.controller.stats() if self.controller else {}
         if self.plane is not None:
@@ -49,10 +57,6 @@ class LoopHandle:
             v = self.adapter.verify_s
             s["verify_p50_ms"] = round(float(np.median(v)) * 1000, 4) if v else None
             s["rejected"] = dict(self.adapter.rejected)
-        if self.channel is not None and self.adapter is not None and self.adapter.view is not None:
-            s["control"] = {"path": self.channel.spec.path, "poll_s": self.channel.spec.poll,
-                            "polls": self.adapter.view.polls, "reports": self.adapter.view.reports,
-                            "controller": self.adapter.twin.names[self.channel.ctrl] if self.channel.in_band else None}
         return s
 
 
