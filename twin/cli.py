@@ -78,7 +78,7 @@ def run(
         _fail(TwinError(f"--mode must be sim, emu or live (got {mode!r})"))
     if loop not in (None, "on", "off"):
         _fail(TwinError(f"--loop must be on or off (got {loop!r})"))
-    failed = False
+    failed = invalid = False
     for path in scenarios:
         try:
             sc = load(path)
@@ -110,6 +110,10 @@ def run(
                               f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
                               f"{res.run_dir}")
                 failed |= not res.passed
+                eng = res.journal.get("engine")
+                if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
+                    err.print(f"error: {path}: run invalid: {eng['invalid']} (exit 4)", markup=False, highlight=False)
+                    invalid = True
             if compare:
                 _print_compare(summaries)
         except TwinError as e:
@@ -120,7 +124,7 @@ def run(
             err.print(f"interrupted: the unfinished run of {path} was discarded; earlier runs are intact",
                       markup=False, highlight=False)
             raise typer.Exit(130) from None
-    raise typer.Exit(1 if failed else 0)
+    raise typer.Exit(4 if invalid else 1 if failed else 0)
 
 
 def _print_compare(s: list[dict]) -> None:
