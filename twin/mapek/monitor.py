@@ -136,6 +136,7 @@ class Monitor:
         self.ratio_window: deque[np.ndarray] = deque(maxlen=probe_window)
         self.path_window: deque[dict] = deque(maxlen=probe_window)
         self.sil_env: np.ndarray | None = None
+        self.sil_prev: np.ndarray | None = None
         self.evidence_window: deque[np.ndarray] = deque(maxlen=probe_window)
 
     def observe(self, tel: Telemetry) -> Features:
@@ -192,9 +193,14 @@ class Monitor:
         # unheard for a while because its links have always been poor is judged against that
         if self.sil_env is None or len(self.sil_env) != n:
             self.sil_env = np.zeros(n)
+        # only gaps that *ended* (the node was heard again) are learned: a silence still growing may
+        # be a death, and must never raise the bar it is judged against
         sil_now = np.nan_to_num(silence, nan=0.0)
-        usual = sil_now < np.maximum(required, 2.0 * self.sil_env)
-        self.sil_env = np.where(usual, np.maximum(self.sil_env * np.exp(-dt / 1800.0), sil_now), self.sil_env)
+        if self.sil_prev is None or len(self.sil_prev) != n:
+            self.sil_prev = sil_now
+        ended = sil_now < self.sil_prev
+        self.sil_env = np.where(ended, np.maximum(self.sil_env * np.exp(-dt / 1800.0), self.sil_prev), self.sil_env)
+        self.sil_prev = sil_now
         nh = tel.orig_next_hop
         # routes that use a node as a relay (toward some *other* destination); a route to the
         # node itself is not relaying, and stays in the tables of its neighbours until purged
