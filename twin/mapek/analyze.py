@@ -152,8 +152,11 @@ class Analyzer:
                                                   & relays & (sil < 1.0))) | suspects
         chosen: list[int] = []
         explained: set[int] = set()
-        # (paths to or from a node we quarantined or that is silent fail by our doing or its death)
-        remaining = {p[1:-1]: c for p, c in f.failing_paths.items() if not (known - suspects) & set(p)}
+        # (paths to or from a node we quarantined or that is silent fail by our doing or its death;
+        # a path through a node that did not answer this poll may end at a crash not yet diagnosed,
+        # where the relay before it "drops" everything too: no verdict on such paths)
+        remaining = {p[1:-1]: c for p, c in f.failing_paths.items()
+                     if not (known - suspects) & set(p) and all(f.reporting[v] for v in p)}
         while remaining:
             blame = {v: sum(c for p, c in remaining.items() if v in p) for v in pool - explained}
             cands = [v for v, c in blame.items() if c >= self.blackhole_min_failures]
