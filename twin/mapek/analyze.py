@@ -55,6 +55,7 @@ class Analyzer:
         self.seen_alive: np.ndarray | None = None
         self.churn_hist: dict[int, list[float]] = {}
         self.churn_base: np.ndarray | None = None  # per node: usual route changes per second (learned)
+        self.doubt: np.ndarray | None = None  # per node: factor on its silence bars after false alarms
 
     def analyze(self, f: Features) -> tuple[list[Diagnosis], list[Diagnosis]]:
         """Returns (new diagnoses, cleared diagnoses) for this snapshot."""
@@ -77,10 +78,14 @@ class Analyzer:
         # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
         fsil = f.frame_silence if f.frame_silence is not None else np.zeros(n)
         fthr = f.frame_silence_thr if f.frame_silence_thr is not None else np.full(n, np.inf)
-        quiet_frames = np.isfinite(fsil) & (fsil > fthr) & (f.degree > 0)  # inf: no neighbour reported
+        # a node once declared dead that was heard again was a false alarm: its bars double
+        if self.doubt is None or len(self.doubt) != n:
+            self.doubt = np.ones(n)
+        quiet_frames = (np.isfinite(fsil) & (fsil > fthr * self.doubt) & (f.degree > 0)  # inf: nobody reported
+                        & (sil > 1.0))  # and no new OGM anywhere for an interval either
         # OGM silence: m missed OGMs plus the +-20 ms jitter and forwarding slack, in seconds
         iref = f.interval_ref if f.interval_ref is not None else np.ones(n)
-        overdue = sil > f.required_miss + 0.03 / iref
+        overdue = sil > (f.required_miss + 0.03 / iref) * self.doubt
         if f.silence_usual is not None:  # a node usually unheard for long is judged against its usual
             overdue &= ~(f.silence_usual > 2.0) | (sil > 1.5 * f.silence_usual + 1.0)
         dead = np.flatnonzero(self.seen_alive & (overdue | quiet_frames
@@ -203,6 +208,11 @@ class Analyzer:
                     "broken_flow", names, f.t, 0.7, {"failed_ticks": k})
         new = [d for k, d in current.items() if k not in self.active]
         cleared = [d for k, d in self.active.items() if k not in current]
+        for d in cleared:  # declared dead, heard again: that node's silences mislead, trust them less
+            if d.kind == "dead_relay":
+                i = f.names.index(d.nodes[0])
+                if sil[i] < 1.0:
+                    self.doubt[i] = min(self.doubt[i] * 2.0, 16.0)
         for k, d in current.items():
             self.active.setdefault(k, d)
         for d in cleared:

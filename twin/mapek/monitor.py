@@ -137,6 +137,7 @@ class Monitor:
         self.path_window: deque[dict] = deque(maxlen=probe_window)
         self.sil_env: np.ndarray | None = None
         self.sil_prev: np.ndarray | None = None
+        self.nsil_prev: np.ndarray | None = None
         self.evidence_window: deque[np.ndarray] = deque(maxlen=probe_window)
 
     def observe(self, tel: Telemetry) -> Features:
@@ -178,8 +179,16 @@ class Monitor:
         busy = ~np.isnan(self.gap_env) & (self.gap_env <= 0.25)
         thr = np.where(busy, np.maximum(0.5, 2.0 * np.nan_to_num(self.gap_env) + 0.1), np.inf)
         ok_gap = np.isfinite(nsil) & (nsil < thr)
-        decayed = self.gap_env * np.exp(-dt / 30.0)
-        self.gap_env = np.where(ok_gap, np.fmax(decayed, nsil), self.gap_env)
+        # learned with a long memory (30 min) from the gaps seen below the threshold and from
+        # every gap that *ended* (the node was heard again), also one that crossed it: a node of
+        # a lossy mesh that once went unheard for a second and came back is judged by that since
+        if self.nsil_prev is None or len(self.nsil_prev) != n:
+            self.nsil_prev = nsil
+        ended = np.isfinite(self.nsil_prev) & np.isfinite(nsil) & (nsil < self.nsil_prev)
+        decayed = self.gap_env * np.exp(-dt / 1800.0)
+        learned = np.where(ended, np.fmax(decayed, self.nsil_prev), decayed)
+        self.gap_env = np.where(ok_gap, np.fmax(learned, nsil), np.where(ended, learned, self.gap_env))
+        self.nsil_prev = nsil
         if self.deg_usual is None or len(self.deg_usual) != n:
             self.deg_usual = deg.astype(float)
         deg_ratio = deg / np.maximum(self.deg_usual, 1.0)
