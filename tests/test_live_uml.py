@@ -180,7 +180,8 @@ def test_relay_crash_end_to_end_in_sim_emu_and_live_with_the_same_loop(standin, 
     lab, inv = standin
     runs = {}
     for mode, extra in (("sim", []), ("live", ["--apply", "-i", str(inv)]), ("emu", [])):
-        p = _twin("run", str(SCENARIO), "--mode", mode, "-o", str(tmp_path / mode), "--json", "-q", *extra)
+        p = _twin("run", str(SCENARIO), "--mode", mode, "-o", str(tmp_path / mode), "--json", "-q",
+                  "--duration", "32s", *extra)  # the relay crashes at 15 s
         out, err = p.communicate(timeout=600)
         assert p.returncode in (0, 1), f"{mode}: {err[-2000:]}"
         runs[mode] = json.loads(out)

@@ -60,6 +60,8 @@ class AgentConfig(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     probe_host: str = Field("::", description="address the prober listens on (echoes and its own probes)")
     probe_port: int = Field(7798, ge=0, le=65535)
+    yggdrasil_socket: str | None = Field("/var/run/yggdrasil.sock", description="admin socket of the fallback "
+                                         "overlay; reported when present")
     kernel: str = Field("batadv", pattern="^(batadv|static)$", description="batadv (always, on a node); static is "
                         "a stand-in kernel for channel tests and benchmarks only")
 
@@ -208,8 +210,11 @@ class Agent:
             if self.silent:
                 return None
             snap = await asyncio.to_thread(self.kernel.snapshot)
+            from twin.live import ygg
+
             snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None,
-                        probes=self.prober.report() if self.prober else [])
+                        probes=self.prober.report() if self.prober else [],
+                        yggdrasil=await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket))
             self.metrics.observe(snap)
             env = sign_telemetry(self.identity, json.dumps(snap, separators=(",", ":")).encode(), ttl_s=10.0,
                                  now=time.time())
