@@ -122,6 +122,7 @@ class Agent:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._conn, self.cfg.listen, self.cfg.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._wake = asyncio.Event()
         self._tasks.add(asyncio.create_task(self._expiry()))
         from twin.live.probe import start_prober
 
@@ -154,8 +155,16 @@ class Agent:
         self.metrics.close()
 
     async def _expiry(self) -> None:
+        """Revert the pending change at its deadline; sleeps until then (woken when a change arrives),
+        so an idle agent does not wake up at all."""
         while True:
-            await asyncio.sleep(0.1)
+            p = self.cc.pending
+            timeout = None if p is None else max(0.0, p.deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             if self.cc.pending is not None and time.monotonic() >= self.cc.pending.deadline:
                 async with self._lock:
                     await asyncio.to_thread(self.cc.expire)
@@ -214,7 +223,8 @@ class Agent:
 
             snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None,
                         probes=self.prober.report() if self.prober else [],
-                        yggdrasil=await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket))
+                        yggdrasil=(await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket)
+                                   if ygg.present(self.cfg.yggdrasil_socket) else None))
             self.metrics.observe(snap)
             env = sign_telemetry(self.identity, json.dumps(snap, separators=(",", ":")).encode(), ttl_s=10.0,
                                  now=time.time())
@@ -232,7 +242,9 @@ class Agent:
                     "pending": self.cc.pending.to_json() if self.cc.pending else None, "halted": self.halted,
                     "run": self.run_id, "silent": self.silent, "probe_port": self.probe_port}, b""
         async with self._lock:
-            return await asyncio.to_thread(self._locked, op, h, blob, sid, base)
+            reply = await asyncio.to_thread(self._locked, op, h, blob, sid, base)
+        self._wake.set()  # a change may have opened or moved a deadline
+        return reply
 
     def _locked(self, op: str, h: dict, blob: bytes, sid: str, base: dict) -> tuple[dict, bytes]:
         peer = sid.split("#")[0]
