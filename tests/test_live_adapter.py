@@ -173,7 +173,8 @@ def test_the_inventory_chooses_in_band_or_out_of_band(tmp_path):
 
 
 def test_an_agent_that_restarts_is_not_reporting_then_reconnected(lab4):
-    from twin.live.agent import Agent, load_config
+    from twin.live.agent import Agent
+    from twin.live.agent_config import load_config
 
     inv, ident, bundle, agents = lab4
     ad = LiveAdapter(inv, ident, bundle)
