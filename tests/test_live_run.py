@@ -127,8 +127,7 @@ def test_bad_inventory_names_file_line_and_field(tmp_path):
 
 def test_a_dry_run_from_the_cli_prints_what_the_loop_would_do(lab):
     """A dry run from the CLI says what the loop would have sent and writes nothing. (The stand-in
-    kernels' fixed tables never show a failure, so the list is empty here; the listing of real
-    commands is the same code path the --apply runs in test_live_uml.py print.)"""
+    kernels' fixed tables never show a failure, so the list printed here is empty.)"""
     inv, agents, tmp = lab
     sc = tmp / "s.yaml"
     sc.write_text(SCENARIO)
