@@ -68,8 +68,15 @@ def run(
                                    "$MESHTWIN_INVENTORY or live/inventory.yaml)"),
     apply: bool = typer.Option(False, "--apply", help="live: act on the lab (default: dry run, commands are only "
                                "checked by the agents)"),
+    seeds: int = typer.Option(None, "--seeds", "-n", help="run N seeds (from --seed or the scenario's) in parallel "
+                              "and print distributions and verdicts over them (twin sweep's shorthand)"),
 ) -> None:
     """Run scenario(s); print the targets table; exit 1 if any target fails."""
+    if seeds is not None:
+        from twin.cli_analysis import run_seeds
+
+        raise typer.Exit(run_seeds(scenarios, seeds, seed, out_dir, loop, mode, quiet, as_json,
+                                   duration=duration))
     from twin.run import execute
     from twin.scenario import load
     from twin.units import parse_duration
