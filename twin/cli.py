@@ -116,6 +116,10 @@ def run(
                     out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "
                               f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
                               f"{res.run_dir}")
+                    if res.summary["mode"] == "live":
+                        from twin.live.cli import print_actions
+
+                        print_actions(res.events, out, applied=apply)
                 failed |= not res.passed
                 eng = res.journal.get("engine")
                 if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
