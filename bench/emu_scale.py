@@ -1,7 +1,14 @@
-"""Scale check of emu mode: build, babeld convergence and teardown of a random geometric mesh.
+"""Scale check of emu mode: build, convergence and teardown of a random geometric mesh.
 
-    sudo .venv/bin/python bench/emu_scale.py                # 100 nodes, avg degree ~7
-    sudo .venv/bin/python bench/emu_scale.py --sizes 25 100 --hello 0.5
+    sudo .venv/bin/python bench/emu_scale.py                      # netns+babeld 100 nodes, UML 50 nodes
+    sudo .venv/bin/python bench/emu_scale.py --backend netns --sizes 25 100 --hello 0.5
+    sudo .venv/bin/python bench/emu_scale.py --backend uml --uml-sizes 50
+
+``netns``: Mininet namespaces running babeld; target build + teardown of 100 nodes under 30 s.
+``uml``: real batman-adv kernels (User-Mode Linux), booted in waves; its line reports
+``backend: "uml"``, ``boot_s`` (all nodes ready), ``converged_s`` (from the first boot until every
+node has a best route to every other node), ``peak_host_mem_mb`` (the lab's memory cgroup, guest
+RAM included) and whether the host CPU saturated. Targets: converged under 90 s, under 4 GiB.
 
 One JSON line per case on stdout, also appended (atomically: rewrite + rename) to
 ``results/bench/emu_scale.jsonl``. The target is build + teardown of 100 nodes under 30 s.
@@ -105,6 +112,45 @@ def case(n: int, hello_s: float, timeout_s: float, seed: int) -> dict:
     return rec
 
 
+def uml_case(n: int, seed: int, timeout_s: float, wave: int) -> dict:
+    from twin.emu.uml.adapter import UmlAdapter
+    from twin.emu.uml.lab import lab_session
+
+    g, used_seed, radius = mesh(n, seed=seed)
+    rec: dict = {"case": f"uml-rgg{n}", "backend": "uml", "nodes": n, "edges": g.number_of_edges(),
+                 "avg_degree": round(2 * g.number_of_edges() / n, 2), "seed": used_seed, "radius": round(radius, 4),
+                 "boot_wave": wave}
+    cpu = CpuSampler()
+    cpu.start()
+    t0 = time.monotonic()
+    with lab_session(g, wave=wave, boot_timeout_s=timeout_s) as lab:
+        rec["boot_s"] = round(lab.boot_time_s, 2)
+        adapter = UmlAdapter(lab, t0=t0)
+        comps = [set(c) for c in nx.connected_components(g)]
+        conv = math.nan
+        while time.monotonic() - t0 < timeout_s:
+            if adapter.converged(comps):
+                conv = time.monotonic() - t0
+                break
+            time.sleep(0.5)
+        adapter.pool.shutdown()
+        rec["converged_s"] = round(conv, 2) if not math.isnan(conv) else None
+        rec["peak_host_mem_mb"] = lab.peak_mem_mb()
+        rec["mem_per_node_mb"] = round(rec["peak_host_mem_mb"] / n, 1) if rec["peak_host_mem_mb"] else None
+        prefix = lab.prefix
+        cpu.stop()
+        summ = cpu.summary(t0)
+        rec["cpu_mean"] = round(summ["cpu_mean"], 1)
+        rec["host_saturated"] = summ["saturated"]
+        t_down = time.monotonic()
+    rec["teardown_s"] = round(time.monotonic() - t_down, 2)
+    rec["converged_lt_90s"] = rec["converged_s"] is not None and rec["converged_s"] < 90
+    rec["mem_lt_4gib"] = rec["peak_host_mem_mb"] is not None and rec["peak_host_mem_mb"] < 4096
+    rec["leftovers"] = sum(len(v) for v in leftovers({prefix}).values())
+    rec["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    return rec
+
+
 def append_atomic(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
@@ -115,14 +161,20 @@ def append_atomic(path: Path, lines: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100])
+    ap.add_argument("--backend", choices=["netns", "uml", "both"], default="both")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100], help="netns mesh sizes")
+    ap.add_argument("--uml-sizes", type=int, nargs="+", default=[50], help="UML mesh sizes")
+    ap.add_argument("--wave", type=int, default=6, help="UML nodes booted at once")
     ap.add_argument("--hello", type=float, default=1.0, help="babeld hello interval (s)")
     ap.add_argument("--timeout", type=float, default=180.0, help="convergence timeout (s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    for n in args.sizes:
-        rec = case(n, args.hello, args.timeout, args.seed)
+    jobs = ([("netns", n) for n in args.sizes] if args.backend in ("netns", "both") else []) + (
+        [("uml", n) for n in args.uml_sizes] if args.backend in ("uml", "both") else [])
+    for backend, n in jobs:
+        rec = (case(n, args.hello, args.timeout, args.seed) if backend == "netns"
+               else uml_case(n, args.seed, max(args.timeout, 240.0), args.wave))
         rec["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         line = json.dumps(rec, sort_keys=True)
         print(line, flush=True)

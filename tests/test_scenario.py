@@ -341,6 +341,20 @@ def test_world_errors_carry_the_line(tmp_path):
     assert lines == {"faults[0].node": 5, "faults[1].between": 6, "faults[2].at": 7, "traffic[0].via": 9}
 
 
+def test_an_updated_copy_keeps_its_file_and_lines(tmp_path):
+    """--seed, --duration, --loop and twin compare run copies of the loaded scenario: a world error in
+    a copy must still name the file and line, and the original must not change."""
+    path = write_scenario(tmp_path, MissingNodeInMesh, name="ghost.yaml")
+    sc = load(path)
+    copy = sc.updated(seed=sc.seed + 1, loop=sc.loop.model_copy(update={"enabled": True}))
+    assert (copy.seed, copy.loop.enabled) == (sc.seed + 1, True) and not sc.loop.enabled
+    assert copy.source == sc.source == path.resolve()
+    with pytest.raises(ScenarioError) as err:
+        resolve(copy)
+    lines = {p.path: (p.file, p.line) for p in err.value.problems}
+    assert lines["faults[0].node"] == (str(path), 5) and lines["traffic[0].via"] == (str(path), 9)
+
+
 def test_world_errors_are_all_reported_at_once(tmp_path):
     """A bad link override must not hide a fault naming a node that is not in the mesh."""
     path = write_scenario(tmp_path, LinkOverrideNotInTopology, name="ghost-link.yaml")

@@ -62,9 +62,7 @@ def test_scenario_runs_in_its_mode(path, tmp_path):
     duration = _capped_duration(sc)
     capped = duration < sc.duration
     if capped:
-        src = sc.source
-        sc = sc.model_copy(update={"duration": duration})
-        sc._source = src
+        sc = sc.updated(duration=duration)
     res = execute(sc, mode=sc.mode, out=tmp_path)
     (d,) = run_dirs(tmp_path)
     assert d == res.run_dir

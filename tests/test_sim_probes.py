@@ -10,6 +10,7 @@ from conftest import scenario_text
 
 from twin.scenario import parse
 from twin.sim import batman_kernel as K
+from twin.sim import model as M
 from twin.sim.model import BatmanTwin
 from twin.sim.runner import run_sim
 from twin.world import resolve
@@ -38,7 +39,7 @@ def test_deferred_probes_equal_probing_at_each_instant(seed, monkeypatch):
     sc = parse(scenario_text(CHURN.format(seed=seed)))
     world = resolve(sc)
     calls = {"advance": 0, "undone": 0, "walks": 0}
-    adv, walk_at = K.advance, K.walk_batch_at
+    adv, walk_at = K.advance, M.walk_batch_at
 
     def counting_advance(st, until):
         calls["advance"] += 1
@@ -50,7 +51,7 @@ def test_deferred_probes_equal_probing_at_each_instant(seed, monkeypatch):
         return walk_at(t, e_t0, *rest)
 
     monkeypatch.setattr(K, "advance", counting_advance)
-    monkeypatch.setattr(K, "walk_batch_at", counting_walk_at)
+    monkeypatch.setattr(M, "walk_batch_at", counting_walk_at)
     rec_now, twin_now = _run(world, sc, defer=False)
     now_calls, calls["advance"] = calls["advance"], 0
     rec_def, twin_def = _run(world, sc, defer=True)

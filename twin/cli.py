@@ -65,6 +65,10 @@ def run(
     compare: bool = typer.Option(False, "--compare", help="run with the loop off and on; write both and the ratio"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json instead of the table"),
+    inventory: Path = typer.Option(None, "--inventory", "-i", help="live: the lab inventory (default "
+                                   "$MESHTWIN_INVENTORY or live/inventory.yaml)"),
+    apply: bool = typer.Option(False, "--apply", help="live: act on the lab (default: dry run, commands are only "
+                               "checked by the agents)"),
 ) -> None:
     """Run scenario(s); print the targets table; exit 1 if any target fails.
 
@@ -88,7 +92,7 @@ def run(
         for path in scenarios:
             try:
                 code = _run_one(path, mode=mode, out_dir=out_dir, seed=seed, duration=duration, loop=loop,
-                                compare=compare, quiet=quiet, as_json=as_json)
+                                compare=compare, quiet=quiet, as_json=as_json, inventory=inventory, apply=apply)
             except BaseException as e:  # noqa: BLE001 - every failure becomes one line and an exit code
                 if isinstance(e, typer.Exit | SystemExit):
                     raise
@@ -104,7 +108,7 @@ def run(
 
 
 def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: bool, quiet: bool,
-             as_json: bool) -> int:
+             as_json: bool, inventory: Path | None, apply: bool) -> int:
     """One scenario file (or its loop off/on pair with ``--compare``); returns 0 or 1."""
     from twin.run import execute
     from twin.scenario import load
@@ -117,7 +121,8 @@ def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: 
     summaries = []
     failed = False
     for lp in variants:
-        res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp),
+        res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp,
+                                                             inventory=inventory, apply=apply),
                              sc.duration, quiet or as_json, sc.name)
         summaries.append(res.summary)
         if as_json:
@@ -194,13 +199,15 @@ def compare_cmd(
     loop: str = typer.Option(None, "--loop", help="on | off: override the scenario's loop switch (both modes)"),
     as_json: bool = typer.Option(False, "--json", help="print compare.json instead of the table"),
 ) -> None:
-    """Run one scenario in the twin (sim) and on real daemons (emu, needs root) for several seeds,
+    """Run one scenario in the twin (sim) and on real routing code (emu, needs root: batman-adv kernels in
+    UML nodes for batman_iv, babeld for babel) for several seeds,
     and report how well they agree: MTTR medians within 20 %, delivery ratios within 2 pp.
 
     Both sides run the very same file (same hello interval, faults and probe pairs per seed), so a
     difference is one of model against daemon. Exit 0 when both bars hold, 1 when one does not.
 
-    Example:  sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
+    Examples: sudo .venv/bin/twin compare scenarios/kernel-relay-crash.yaml --seeds 5
+              sudo .venv/bin/twin compare scenarios/babel-relay-crash.yaml --seeds 5
     """
     from twin.compare import compare, plot
     from twin.results import RunWriter, new_run_id
@@ -311,6 +318,25 @@ def train_detector_cmd(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     info = train_detector(out_path, seeds=tuple(range(1, seeds + 1)), duration=parse_duration(duration))
     out.print_json(json.dumps(info))
+
+
+def _mount_live() -> None:
+    from twin.live.cli import agent_cmd, live_app
+
+    app.add_typer(live_app, name="live", help="lab nodes: keys, deploy, check, status, stop (see live/README.md)")
+    app.command("agent", help="run the meshtwin node agent on a lab node")(agent_cmd)
+
+
+_mount_live()
+
+
+def _mount_analysis() -> None:
+    from twin.cli_analysis import register
+
+    register(app)
+
+
+_mount_analysis()
 
 
 def _mount_optional() -> None:

@@ -1,4 +1,5 @@
-"""``twin compare``: one scenario in the twin (``sim``) and on real daemons (``emu``), seed by seed.
+"""``twin compare``: one scenario in the twin (``sim``) and on real routing code (``emu``: batman-adv
+kernels in UML nodes for ``batman_iv``, babeld for ``babel``), seed by seed.
 
 The point of the twin is that its numbers can be trusted before the adapter is switched to real
 nodes; this is where that is checked. Each seed gives one mesh (the topology, the crashed relay
@@ -129,15 +130,13 @@ def compare(sc: Scenario, seeds: list[int], *, out: Path | None, loop: bool | No
         if os.geteuid() != 0:
             from twin.errors import RunError
 
-            raise RunError("twin compare runs the emulation side in network namespaces with real daemons: "
-                           "run it as root (sudo .venv/bin/twin compare ...)")
+            raise RunError("twin compare runs the emulation side on real routing code (batman-adv kernels in "
+                           "UML nodes, or babeld in namespaces): run it as root (sudo .venv/bin/twin compare ...)")
     cmp = Comparison(scenario=sc.name, protocol=sc.routing.protocol, seeds=list(seeds))
     done: dict[tuple[str, int], ModeRun] = {}
     for mode in modes:
         for seed in seeds:
-            s = sc.model_copy(update={"seed": seed})
-            s._source, s._lines = sc._source, sc._lines
-            r = _one(s, mode, out, loop)
+            r = _one(sc.updated(seed=seed), mode, out, loop)
             done[(mode, seed)] = r
             if on_run:
                 on_run(r)

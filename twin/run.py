@@ -8,6 +8,7 @@ host go to ``run.json``, the run journal.
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,14 +95,19 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
 
 
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
-            progress: Callable[[float], None] | None = None, loop: bool | None = None) -> RunResult:
-    """Run a validated scenario. ``out=None`` keeps everything in memory (tests, sweeps)."""
+            progress: Callable[[float], None] | None = None, loop: bool | None = None,
+            run_id: str | None = None, inventory: Path | None = None, apply: bool = False) -> RunResult:
+    """Run a validated scenario. ``out=None`` keeps everything in memory (tests). ``run_id`` names
+    the run folder (default: time, mode and seed); sweeps pass their content key so parallel runs
+    never race for one name.
+
+    ``inventory`` and ``apply`` are for ``live`` mode: the lab's inventory file (default
+    ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
     mode = mode or sc.mode
     if loop is not None:
-        src, lines = sc._source, sc._lines
-        sc = sc.model_copy(update={"loop": sc.loop.model_copy(update={"enabled": loop})})
-        sc._source, sc._lines = src, lines
+        sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
     world = resolve(sc)
+    artifacts: dict = {}  # extra files for the run folder (UML nodes' console logs)
     loop_info = None
     security = None
     if mode == "sim":
@@ -125,10 +131,13 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.emu.bridge import run_world
 
         ev, engine, wall, loop_info = run_world(world, progress=progress)
+        artifacts = engine.pop("artifacts", {})
     else:
-        from twin.errors import RunError
+        from twin.live.runner import run_world as run_live
 
-        raise RunError("live mode needs a lab inventory: see live/README.md (not available in this build)")
+        ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+    if security is None and loop_info is not None and "security" in loop_info:
+        security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
@@ -146,12 +155,16 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     }
     run_dir = None
     if out is not None:
-        w = RunWriter(Path(out), sc.name, new_run_id(sc.seed, mode))
+        w = RunWriter(Path(out), sc.name, run_id or new_run_id(sc.seed, mode))
         try:
             w.parquet("events.parquet", ev)
             w.parquet("timeseries.parquet", an.timeseries)
             w.json("summary.json", summary)
             w.json("run.json", journal)
+            for rel, src in artifacts.items():
+                dst = w.path(rel)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
             plot_timeline(an.timeseries, ev, an.faults, w.path("timeline.png"),
                           f"{sc.name} ({mode}, seed {sc.seed}, loop {'on' if loop_info is not None else 'off'})",
                           convergence_s=an.convergence_s)
@@ -159,4 +172,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         except BaseException:
             w.abort()
             raise
+    for src in artifacts.values():  # temporary copies made by the backend (UML consoles)
+        if Path(src).parent.name.startswith("meshtwin-"):
+            shutil.rmtree(Path(src).parent, ignore_errors=True)
     return RunResult(world=world, analysis=an, summary=summary, events=ev, run_dir=run_dir, journal=journal)

@@ -171,6 +171,19 @@ class LoopSpec(_M):
                                "phase and signature; false makes loop runs byte-reproducible (costs still recorded)")
 
 
+class EmuSpec(_M):
+    """How ``emu`` builds the mesh (ignored by ``sim``)."""
+
+    nodes: Literal["auto", "uml", "netns"] = Field(
+        "auto", description="auto: batman_iv on UML kernels when the host kernel lacks batman-adv, else "
+        "namespaces; uml: real batman-adv kernels in User-Mode Linux nodes; netns: Mininet namespaces")
+    link_model: Literal["radio", "p2p"] = Field(
+        "radio", description="UML nodes: radio = one mesh interface per node on a shared medium; p2p = one "
+        "interface per link")
+    boot_wave: int = Field(6, ge=1, le=64, description="UML nodes booted at once (a 2-core host saturates "
+                           "when 50 boot together)")
+
+
 class MttrTarget(_M):
     max: Duration | None = None
     p95: Duration | None = None
@@ -224,6 +237,13 @@ class TargetsSpec(_M):
     loop_latency: LatencyTarget | None = None
 
 
+class CiSpec(_M):
+    """Marks a scenario for ``twin check``: run it over this many seeds and compare with its baseline."""
+
+    seeds: int = Field(30, ge=5, le=1000, description="seeds per check (from the scenario's seed on); at least 5 "
+                       "so a bootstrap interval means something")
+
+
 class Scenario(_M):
     name: str = Field("scenario", pattern=L.NAME_PATTERN,
                       description="names the run folder: letters, digits, '.', '_' and '-', at most 64")
@@ -237,7 +257,9 @@ class Scenario(_M):
     faults: list[FaultSpec] = Field(default_factory=list, max_length=Items)
     attacks: list[AttackSpec] = Field(default_factory=list, max_length=Items)
     loop: LoopSpec = Field(default_factory=LoopSpec)
+    emu: EmuSpec = Field(default_factory=EmuSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
+    ci: CiSpec | None = Field(None, description="run by `twin check` against results/baselines/")
 
     @field_validator("loop", mode="before")
     @classmethod
@@ -256,6 +278,13 @@ class Scenario(_M):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    def updated(self, **fields: Any) -> Scenario:
+        """A copy with ``fields`` replaced (not re-validated: callers pass checked values), still
+        knowing its file and lines, so a later error about the copy names the same file:line."""
+        copy = self.model_copy(update=fields)
+        copy._source, copy._lines = self._source, self._lines
+        return copy
 
     def line_of(self, path: str) -> int | None:
         """Line of a field path like ``faults[2].node`` in the file it came from (or its parent's)."""

@@ -50,14 +50,26 @@ def run_world(world: World, *, progress=None):
         if progress:
             progress(t)
 
+    backend = choose_backend(sc)
     try:
-        run = run_emu(world.graph, world.ops, pairs, duration_s=sc.duration, probe_rate_hz=rate, seed=sc.seed,
-                      protocol=protocol, hello_interval_s=sc.routing.hello_interval,
-                      loop_period_s=sc.loop.period if sc.loop.enabled else None,
-                      on_tick=on_tick if sc.loop.enabled else None, progress=prog)
+        if backend == "uml":
+            from twin.emu.uml.runner import UmlOptions, run_uml
+
+            opts = UmlOptions(link_model=sc.emu.link_model, orig_interval_ms=round(sc.routing.orig_interval * 1000),
+                              hop_penalty=sc.routing.hop_penalty, aggregation=sc.routing.aggregation > 0,
+                              boot_wave=sc.emu.boot_wave)
+            run = run_uml(world.graph, world.ops, pairs, duration_s=sc.duration, probe_rate_hz=rate, seed=sc.seed,
+                          opts=opts, loop_period_s=sc.loop.period if sc.loop.enabled else None,
+                          on_tick=on_tick if sc.loop.enabled else None, progress=prog)
+        else:
+            run = run_emu(world.graph, world.ops, pairs, duration_s=sc.duration, probe_rate_hz=rate, seed=sc.seed,
+                          protocol=protocol, hello_interval_s=sc.routing.hello_interval,
+                          loop_period_s=sc.loop.period if sc.loop.enabled else None,
+                          on_tick=on_tick if sc.loop.enabled else None, progress=prog)
     except Exception as err:  # EmuError and friends: a run that could not happen, said clearly
         if err.__class__.__name__ == "EmuError":
-            hint = " (set routing.protocol: babel to emulate with babeld)" if protocol == "batman" else ""
+            hint = (" (set routing.protocol: babel to emulate with babeld)"
+                    if protocol == "batman" and backend == "netns" else "")
             raise RunError(f"emu: {err}{hint}") from err
         raise
     ev = run.events.copy()
@@ -75,14 +87,33 @@ def run_world(world: World, *, progress=None):
     for c in ("kind", "node", "peer", "outcome", "detail"):
         ev[c] = ev[c].astype("string")
     ev = ev.sort_values("t_s", kind="stable").reset_index(drop=True)
-    engine = {"engine": f"mininet + {protocol}", "capabilities": run.capabilities, "load": run.load,
+    engine = {"engine": "uml + batman-adv" if backend == "uml" else f"mininet + {protocol}", "backend": backend,
+              "capabilities": run.capabilities, "load": run.load,
               "impairments": run.impairments, "convergence_s": run.convergence_s, "timings": run.timings}
     loop_info = holder["ctl"].stats() if "ctl" in holder else None
     if loop_info is not None and holder.get("plane") is not None:
         loop_info["security"] = holder["plane"].summary()
     if not run.load.get("valid_run", True):
         engine["invalid"] = "host CPU saturated during the run: results do not describe the mesh"
+    if backend == "uml":
+        engine["versions"] = {k: run.capabilities.get(k) for k in ("uml_kernel", "batman_adv", "batctl", "algo")}
+        engine["artifacts"] = getattr(run, "artifacts", {})
     return pd.DataFrame(ev), engine, run.wall_s, loop_info
+
+
+def choose_backend(sc) -> str:
+    """``uml`` or ``netns`` for this scenario: batman_iv runs on UML kernels when the host kernel has
+    no batman-adv module (host namespaces stay the choice where it has it); ``emu.nodes`` forces."""
+    if sc.emu.nodes != "auto":
+        if sc.emu.nodes == "uml" and sc.routing.protocol != "batman_iv":
+            raise RunError(f"emu.nodes: uml runs batman-adv kernels; routing.protocol {sc.routing.protocol!r} "
+                           "needs emu.nodes: netns")
+        return sc.emu.nodes
+    if sc.routing.protocol != "batman_iv":
+        return "netns"
+    from twin.emu.capabilities import probe_capabilities
+
+    return "netns" if probe_capabilities().get("batman_adv") else "uml"
 
 
 class VerifyingAdapter:

@@ -25,7 +25,12 @@ from pathlib import Path
 
 #: every name a run creates starts with this plus 4 hex digits of run id
 PREFIX_ROOT = "mtw"
-_OURS = re.compile(rf"^{PREFIX_ROOT}(?:[0-9a-f]{{4}}[hny]|cap[0-9a-f]{{6}})")
+_OURS = re.compile(rf"^{PREFIX_ROOT}(?:[0-9a-f]{{4}}[hnyubmgl]?|cap[0-9a-f]{{6}})")
+#: a UML node's processes (the kernel and every helper it forks) carry its run prefix in umid=
+_UML = re.compile(rf"umid=({PREFIX_ROOT}[0-9a-f]{{4}})-\d+")
+#: where UML nodes' processes are grouped (pids) and their memory is charged (memory)
+CGROUP_DIRS = (Path("/sys/fs/cgroup/pids/meshtwin"), Path("/sys/fs/cgroup/unified/meshtwin"),
+               Path("/sys/fs/cgroup/memory/meshtwin"))
 _SHELL = re.compile(rf"mininet:({PREFIX_ROOT}[0-9a-f]{{4}})h\d+")
 
 
@@ -140,13 +145,37 @@ def _processes() -> list[tuple[int, str, int | None]]:
     return out
 
 
-def _kill(pids: list[int], grace_s: float = 1.0) -> None:
+def _kill(pids: list[int], grace_s: float = 5.0) -> list[int]:
+    """SIGKILL ``pids`` and wait until they are gone; returns those still alive after ``grace_s``."""
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
         time.sleep(0.02)
+    return [p for p in pids if _pid_alive(p)]
+
+
+def _cgroups() -> list[Path]:
+    """Per-run cgroup directories of UML labs (``.../meshtwin/mtwXXXX``)."""
+    out = []
+    for base in CGROUP_DIRS:
+        if base.is_dir():
+            out += [d for d in sorted(base.iterdir()) if d.is_dir() and _OURS.match(d.name)]
+    return out
+
+
+def _cgroup_pids(d: Path) -> list[int]:
+    pids = []
+    for f in [d / "cgroup.procs", *d.glob("*/cgroup.procs")]:
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(x) for x in f.read_text().split()]
+    return pids
+
+
+def _bridge_tables() -> list[str]:
+    r = subprocess.run(["nft", "list", "tables", "bridge"], capture_output=True, text=True)
+    return [ln.split()[-1] for ln in r.stdout.splitlines() if ln.startswith("table bridge ")]
 
 
 def _nft_tables(ns: str) -> list[str]:
@@ -176,12 +205,14 @@ def leftovers(prefixes: set[str] | None = None) -> dict[str, list[str]]:
     for pid, cmd, ino in _processes():
         if pid == os.getpid():
             continue
-        m = _SHELL.search(cmd)
+        m = _SHELL.search(cmd) or _UML.search(cmd)
         if (m and mine(m.group(1))) or (ino is not None and ino in inodes):
             procs.append(f"{pid} {cmd[:80]}")
     tables = []
     r = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
     tables += [f"root:{t}" for t in r.stdout.splitlines() if "meshtwin" in t and prefixes is None]
+    tables += [f"root:bridge {t}" for t in _bridge_tables() if mine(t)]
+    procs += [f"cgroup {d}" for d in _cgroups() if mine(d.name)]
     for n in ns:
         tables += [f"{n}:{t}" for t in _nft_tables(n)]
     return {"netns": ns, "links": [link for link in _root_links() if mine(link)], "processes": procs,
@@ -228,12 +259,32 @@ def clean_all(include_live: bool = False) -> CleanReport:
     for pid, cmd, ino in _processes():
         if pid == os.getpid():
             continue
-        m = _SHELL.search(cmd)
+        m = _SHELL.search(cmd) or _UML.search(cmd)
         if (m and mine(m.group(1))) or (ino is not None and ino in inodes) or (
                 pid in pid_candidates and ino is not None and ino != root_ino):
             victims[pid] = cmd
-    _kill(list(victims))
+    groups = [d for d in _cgroups() if mine(d.name)]
+    for d in groups:
+        for pid in _cgroup_pids(d):
+            victims.setdefault(pid, f"(cgroup {d.name})")
+    survivors = _kill(list(victims))
+    if survivors:
+        rep.errors.append(f"still alive after SIGKILL and 5 s: {survivors}")
     rep.processes = [f"{pid} {cmd[:80]}" for pid, cmd in sorted(victims.items())]
+    for d in groups:
+        for sub in [*sorted(d.glob("*/")), d]:
+            if sub.is_dir():
+                try:
+                    sub.rmdir()
+                except OSError as exc:
+                    rep.errors.append(f"cgroup {sub}: {exc}")
+    for t in _bridge_tables():
+        if mine(t):
+            r = subprocess.run(["nft", "delete", "table", "bridge", t], capture_output=True, text=True)
+            if r.returncode == 0:
+                rep.nft_tables.append(f"root:bridge {t}")
+            else:
+                rep.errors.append(f"nft table bridge {t}: {r.stderr.strip()}")
     for n in sorted(ns):
         rep.nft_tables += [f"{n}:{t}" for t in _nft_tables(n)]
         r = subprocess.run(["ip", "netns", "del", n], capture_output=True, text=True)

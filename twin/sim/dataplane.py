@@ -4,17 +4,19 @@ rate, the link and blackhole faults, and the data plane.
 The routing models differ in how next hops come about (B.A.T.M.A.N. IV's OGM floods, babeld's
 updates and feasibility); once they are in ``st.xs[dst, node, 0]`` (the in-edge of ``node`` whose
 neighbour is the next hop toward ``dst``, -1 for none), probes walk them the same way, so a
-delivery ratio in one model means the same thing as in the other.
+delivery ratio in one model means the same thing as in the other. The walk itself (``walk``) is
+compiled with numba: every probe of a run takes it.
 """
 
 from __future__ import annotations
 
 import networkx as nx
+import numba as nb
 import numpy as np
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from twin.faults import Op
-from twin.sim import batman_kernel as K
+from twin.sim.rng import uniform
 
 
 def mesh_csr(graph: nx.Graph, *, locality: bool = False) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray]:
@@ -52,6 +54,78 @@ def link_params(graph: nx.Graph, names: list[str], src_of: np.ndarray, nbr: np.n
         delay[r] = d.get("delay_s", 0.001)
         rate[r] = d.get("rate_bps") or 0.0
     return delay, rate
+
+
+@nb.njit(cache=True)
+def walk(col, nbr, up, alive, quarantined, loss, a, b, ttl, delay, rate, size_bits, blackhole, rng, fwd):
+    """Follow next-hop tables from a to b like a data packet; ``col[x]`` is x's router toward b (an
+    in-edge of x, -1 for none), that is ``xs[b, :, 0]``.
+
+    Returns (outcome, hops, latency_s). Outcomes: 0 delivered, 1 lost on a lossy link,
+    2 no route, 3 next hop dead or link down, 4 TTL exceeded (loop), 5 dropped by a blackhole,
+    6 source dead.
+    """
+    if alive[a] == 0:
+        return 6, 0, 0.0
+    x = a
+    lat = 0.0
+    for h in range(ttl):
+        if x == b:
+            return 0, h, lat
+        if h > 0 and blackhole[x]:
+            return 5, h, lat
+        r = col[x]
+        if r < 0:
+            return 2, h, lat
+        nxt = nbr[r]
+        e = r  # the in-edge r of x from nxt is, read as x's row entry, also the edge x -> nxt
+        if up[e] == 0 or alive[nxt] == 0 or quarantined[nxt] or quarantined[x]:
+            return 3, h, lat
+        if h > 0:
+            fwd[x] += 1  # batctl statistics "forward": frames this node relayed
+        p = loss[e]
+        if p > 0.0 and uniform(rng) < p:
+            return 1, h, lat
+        lat += delay[e]
+        if rate[e] > 0.0:
+            lat += size_bits / rate[e]
+        x = nxt
+    if x == b:
+        return 0, ttl, lat
+    return 4, ttl, lat
+
+
+@nb.njit(cache=True)
+def walk_batch(xs, nbr, up, alive, quarantined, loss, src, dst, ttl, delay, rate, size_bits, blackhole, rng, fwd,
+               out_code, out_hops, out_lat):
+    for i in range(src.shape[0]):
+        c, h, lat = walk(xs[dst[i], :, 0], nbr, up, alive, quarantined, loss, src[i], dst[i], ttl, delay, rate,
+                         size_bits, blackhole, rng, fwd)
+        out_code[i] = c
+        out_hops[i] = h
+        out_lat[i] = lat
+
+
+@nb.njit(cache=True)
+def walk_batch_at(t, e_t0, e_node, e_orig, e_old, nbr_index, col, xs, nbr, up, alive, quarantined, loss, src, dst,
+                  ttl, delay, rate, size_bits, blackhole, rng, fwd, out_code, out_hops, out_lat):
+    """``walk_batch`` on the routes as they were at time t, although floods up to a later time have run:
+    the route changes of floods originated at or after t (``e_*``: route-log entries, in log order, which
+    include every such change toward these destinations) are undone, newest first, in a copy (``col``)
+    of the destination's routes. So probes need not stop the kernel at every probe time."""
+    for i in range(src.shape[0]):
+        b = dst[i]
+        col[:] = xs[b, :, 0]
+        for j in range(e_t0.shape[0] - 1, -1, -1):
+            if e_orig[j] == b and e_t0[j] >= t:
+                x = e_node[j]
+                old = e_old[j]
+                col[x] = nbr_index[x, old] if old >= 0 else -1
+        c, h, lat = walk(col, nbr, up, alive, quarantined, loss, src[i], b, ttl, delay, rate, size_bits, blackhole,
+                         rng, fwd)
+        out_code[i] = c
+        out_hops[i] = h
+        out_lat[i] = lat
 
 
 class DataPlane:
@@ -92,7 +166,7 @@ class DataPlane:
         hops = np.empty(m, np.int32)
         lat = np.empty(m)
         st = self.st
-        K.walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.probe_ttl),
+        walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.probe_ttl),
                      self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
                      code, hops, lat)
         return code, hops, lat

@@ -15,7 +15,7 @@ from twin.adapter import Telemetry
 from twin.faults import Op
 from twin.scenario import RoutingSpec
 from twin.sim import batman_kernel as K
-from twin.sim.dataplane import DataPlane, link_params, mesh_csr
+from twin.sim.dataplane import DataPlane, link_params, mesh_csr, walk_batch_at
 from twin.sim.rng import new_stream
 
 OUTCOMES = ("delivered", "lost", "no_route", "dead_hop", "ttl_exceeded", "blackholed", "src_dead")
@@ -125,7 +125,7 @@ class BatmanTwin(DataPlane):
         col = np.empty(self.n, np.int32)
         for tp, src, dst, size_bytes, code, lat in due:
             hops = np.empty(len(src), np.int32)
-            K.walk_batch_at(tp, e_t0, e_node, e_orig, e_old, st.nbr_index, col, st.xs, st.nbr, st.up, st.alive,
+            walk_batch_at(tp, e_t0, e_node, e_orig, e_old, st.nbr_index, col, st.xs, st.nbr, st.up, st.alive,
                             st.quarantined, st.loss, src, dst, int(self.probe_ttl), self.delay, self.rate,
                             float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded, code, hops, lat)
         if t > self.t:

@@ -1,0 +1,69 @@
+"""Host-side book of the UDP probes the guests send over bat0, all on the host's clock.
+
+A guest reports its sends with its own monotonic time, arrivals at the receiver by (flow, seq)
+and round trips measured on the sender's clock. The host maps each send to its own clock with
+that sender's offset (estimated from management-channel round trips, :meth:`GuestClient.sync_clock`);
+delivery is one-way (did the receiver get it), latency is half the round trip. No timestamp of
+one guest is ever compared with another's: guest clocks sit seconds apart.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+LOSS_TIMEOUT_S = 1.0
+
+
+class ProbeBook:
+    def __init__(self, pairs: list[tuple[str, str]], t0_mono: float) -> None:
+        self.pairs = pairs
+        self.t0 = t0_mono
+        self.sent: dict[tuple[int, int], float] = {}  # (flow, seq) -> host monotonic of the send
+        self.send_ok: dict[tuple[int, int], bool] = {}
+        self.arrived: set[tuple[int, int]] = set()
+        self.rtt_ms: dict[tuple[int, int], float] = {}
+
+    def add(self, offset_s: float, results: dict) -> None:
+        for fid, seq, t_ns, ok in results.get("sent", []):
+            self.sent[(fid, seq)] = t_ns / 1e9 + offset_s
+            self.send_ok[(fid, seq)] = bool(ok)
+        for fid, seq in results.get("arrived", []):
+            self.arrived.add((fid, seq))
+        for fid, seq, rtt_ns in results.get("rtt", []):
+            self.rtt_ms[(fid, seq)] = rtt_ns / 1e6
+
+    def rows(self, final: bool = False) -> list[dict]:
+        now = time.monotonic()
+        out = []
+        for key, ts in sorted(self.sent.items(), key=lambda kv: kv[1]):
+            if not final and key not in self.arrived and now - ts < LOSS_TIMEOUT_S + 1.0:
+                continue
+            src, dst = self.pairs[key[0]]
+            ok = key in self.arrived
+            rtt = self.rtt_ms.get(key)
+            out.append({"t_s": ts - self.t0, "src": src, "dst": dst, "outcome": "delivered" if ok else "lost",
+                        "latency_ms": rtt / 2 if ok and rtt is not None else math.nan,
+                        "detail": f"seq={key[1]} rtt_ms={rtt:.3f}" if rtt is not None else f"seq={key[1]}"
+                                  + ("" if self.send_ok.get(key, True) else " send=failed")})
+        return out
+
+    def window(self, since_run_s: float) -> dict[tuple[str, str], tuple[int, int, float]]:
+        """Per pair (sent, delivered, mean latency ms) since ``since_run_s`` (run clock) for probes
+        old enough to be judged: what the loop's Monitor sees."""
+        now = time.monotonic()
+        acc: dict[int, list] = {}
+        for key, ts in self.sent.items():
+            if ts - self.t0 < since_run_s:
+                continue
+            ok = key in self.arrived
+            if not ok and now - ts < LOSS_TIMEOUT_S + 1.0:
+                continue
+            a = acc.setdefault(key[0], [0, 0, 0.0, 0])
+            a[0] += 1
+            if ok:
+                a[1] += 1
+                if key in self.rtt_ms:
+                    a[2] += self.rtt_ms[key] / 2
+                    a[3] += 1
+        return {self.pairs[k]: (s, ok, lat / n if n else math.nan) for k, (s, ok, lat, n) in acc.items()}
