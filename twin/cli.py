@@ -125,6 +125,9 @@ def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: 
                                                              inventory=inventory, apply=apply),
                              sc.duration, quiet or as_json, sc.name)
         summaries.append(res.summary)
+        for p in res.swept:
+            err.print(f"note: removed {p}, an unfinished run folder left by a killed run more than a day ago",
+                      highlight=False, markup=False)
         if as_json:
             out.print_json(json.dumps(res.summary))
         else:

@@ -20,26 +20,50 @@ _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToke
 
 
 class YamlLimitError(ValueError):
-    """The document breaks a limit; ``line`` is 1-based (or ``None``)."""
+    """The document breaks a limit; ``line`` is 1-based (or ``None``), ``path`` the top-level field
+    it happened under (``""`` if none)."""
 
-    def __init__(self, message: str, line: int | None = None):
+    def __init__(self, message: str, line: int | None = None, path: str = ""):
         super().__init__(message)
         self.line = line
+        self.path = path
 
 
 def _check_depth(text: str) -> None:
     depth = 0
+    top, key_next = "", False  # the top-level field we are in, for the error's field path
     for tok in yaml.scan(text, Loader=yaml.SafeLoader):
         if isinstance(tok, _OPEN):
             depth += 1
             if depth > L.MAX_YAML_DEPTH:
                 raise YamlLimitError(f"nested more than {L.MAX_YAML_DEPTH} levels deep (a scenario needs about 5)",
-                                     tok.start_mark.line + 1)
+                                     tok.start_mark.line + 1, top)
         elif isinstance(tok, _CLOSE):
             depth -= 1
+        elif isinstance(tok, yaml.KeyToken):
+            key_next = depth == 1
+        elif isinstance(tok, yaml.ScalarToken) and key_next:
+            top, key_next = str(tok.value), False
+
+
+def _top_field(root: yaml.Node, line: int) -> str:
+    """The top-level key whose value spans ``line`` (1-based), for the error's field path."""
+    if isinstance(root, yaml.MappingNode):
+        for k, v in root.value:
+            if k.start_mark.line + 1 <= line <= v.end_mark.line + 1:
+                return str(k.value)
+    return ""
 
 
 def _check_graph(root: yaml.Node) -> None:
+    try:
+        _walk(root)
+    except YamlLimitError as err:
+        err.path = err.path or _top_field(root, err.line or 0)
+        raise
+
+
+def _walk(root: yaml.Node) -> None:
     """Iterative post-order walk: no cycles, bounded expanded size and depth."""
     size: dict[int, int] = {}
     height: dict[int, int] = {}
@@ -49,6 +73,8 @@ def _check_graph(root: yaml.Node) -> None:
         node, done = stack.pop()
         key = id(node)
         kids = _children(node)
+        if isinstance(node, yaml.ScalarNode) and not done:
+            _check_scalar(node)
         if done:
             on_path.discard(key)
             size[key] = 1 + sum(size[id(k)] for k in kids)
@@ -70,6 +96,15 @@ def _check_graph(root: yaml.Node) -> None:
                                      k.start_mark.line + 1)
             if id(k) not in size:
                 stack.append((k, False))
+
+
+def _check_scalar(node: yaml.ScalarNode) -> None:
+    """No value longer than any field needs; no integer Python would refuse to convert."""
+    v = node.value
+    if len(v) > L.MAX_TEXT:
+        raise YamlLimitError(f"a value longer than {L.MAX_TEXT} characters", node.start_mark.line + 1)
+    if node.tag == "tag:yaml.org,2002:int" and len(v) > 30:
+        raise YamlLimitError(f"a number of {len(v)} digits (no field takes more than 20)", node.start_mark.line + 1)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -459,7 +459,7 @@ def parse(text: str, fname: str = "<string>") -> Scenario:
         raise ScenarioError([Problem(fname, mark.line + 1 if mark else None, "",
                                      f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
     except safeyaml.YamlLimitError as err:
-        raise ScenarioError([Problem(fname, err.line, "", f"refused: {err}")]) from None
+        raise ScenarioError([Problem(fname, err.line, err.path, f"refused: {err}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
