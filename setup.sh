@@ -4,7 +4,8 @@
 # site-packages visible, because Debian's Mininet lives in /usr/lib/python3/dist-packages.
 set -euo pipefail
 cd "$(dirname "$0")"
-APT_PKGS="mininet babeld yggdrasil batctl nftables iproute2 iputils-ping user-mode-linux kmod openssh-server"
+
+APT_PKGS="mininet babeld yggdrasil batctl nftables iproute2 iputils-ping user-mode-linux kmod openssh-server chromium"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

@@ -235,3 +235,32 @@ def test_audit_chain_detects_an_edited_line(lab, tmp_path):
     lines[1] = lines[1].replace('"applied"', '"refused"')
     (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
     assert audit.verify_chain(tmp_path / "a.jsonl") == 3
+
+
+def test_the_agent_reports_yggdrasil_from_its_admin_socket(tmp_path):
+    """A real yggdrasil (no TUN, no peers) on a private admin socket; the agent's snapshot names its
+    overlay address, and a node without the socket reports none."""
+    import shutil
+    import subprocess
+
+    from twin.live import ygg
+
+    exe = shutil.which("yggdrasil")
+    if exe is None:
+        pytest.fail("yggdrasil is not installed (setup.sh installs it as root)")
+    conf = json.loads(subprocess.run([exe, "-genconf", "-json"], capture_output=True, text=True, check=True).stdout)
+    sock = tmp_path / "admin.sock"
+    conf.update(AdminListen=f"unix://{sock}", IfName="none", Listen=[], Peers=[], MulticastInterfaces=[])
+    (tmp_path / "y.json").write_text(json.dumps(conf))
+    p = subprocess.Popen([exe, "-useconffile", str(tmp_path / "y.json")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        rep = ygg.read(str(sock))
+        assert rep is not None and rep["peers"] == 0 and rep["address"].startswith("2")
+        assert ygg.read(str(tmp_path / "missing.sock")) is None
+    finally:
+        p.terminate()
+        p.wait(5)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import networkx as nx
 import pandas as pd
 import pytest
 
@@ -68,12 +69,18 @@ def test_bad_param_value_is_a_scenario_error_naming_the_field(scen: Path):
 def test_pool_sweep_skips_finished_runs_and_records_failures(scen: Path, tmp_path: Path):
     out = tmp_path / "out"
     ok = make_jobs(scen, [3, 4], out=out)
-    broken = make_jobs(scen, [5], mode="live", out=out)     # live needs a lab inventory: the run raises
+    # the same scenario name on a mesh file that is gone by the time the run starts: the run raises
+    mesh = tmp_path / "mesh.graphml"
+    nx.write_graphml(nx.path_graph(4), mesh)
+    gone = tmp_path / "gone.yaml"
+    gone.write_text("name: tiny-crash\nduration: 10s\ntopology: {kind: graphml, file: mesh.graphml}\n")
+    broken = make_jobs(gone, [5], out=out)
+    mesh.unlink()
     res = sweep(ok + broken, out, workers=2)
     df = pd.read_parquet(out / "tiny-crash" / "sweep.parquet")
     assert len(df) == 3 and set(df["seed"]) == {3, 4, 5}
     err = df[df["seed"] == 5].iloc[0]
-    assert err["status"] == "error" and "lab inventory" in err["error"]
+    assert err["status"] == "error" and "mesh.graphml" in err["error"]
     good = df[df["seed"] != 5]
     assert set(good["status"]) <= {"pass", "fail"} and good["mttr_s"].notna().all()
     assert good["delivery_ratio"].between(0, 1).all()

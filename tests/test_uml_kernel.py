@@ -144,7 +144,8 @@ def test_kernel_scenario_writes_the_same_run_folder_as_sim(tmp_path):
         argv = twin + ["run", str(scen), "--mode", mode, "--duration", "35s", "--out", str(tmp_path / mode)]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=ROOT,
                            env=os.environ | {"PYTHONPATH": str(ROOT)})
-        assert p.returncode in (0, 1), p.stderr[-2000:]
+        # 0/1: targets judged; 4 only when the host CPU saturated (the run is then marked invalid)
+        assert p.returncode in ((0, 1, 4) if mode == "emu" else (0, 1)), p.stderr[-2000:]
         (run_dir,) = list((tmp_path / mode / "kernel-relay-crash").iterdir())
         out[mode] = run_dir
     emu, sim = out["emu"], out["sim"]

@@ -109,7 +109,8 @@ def run(
 
 def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: bool, quiet: bool,
              as_json: bool, inventory: Path | None, apply: bool) -> int:
-    """One scenario file (or its loop off/on pair with ``--compare``); returns 0 or 1."""
+    """One scenario file (or its loop off/on pair with ``--compare``); returns 0, 1 or 4 (an emulation
+    run made invalid by a saturated host)."""
     from twin.run import execute
     from twin.scenario import load
 
@@ -119,7 +120,7 @@ def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: 
                   "targets: to make it a gate", highlight=False, markup=False)
     variants = [False, True] if compare else [None if loop is None else loop == "on"]
     summaries = []
-    failed = False
+    failed = invalid = False
     for lp in variants:
         res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp,
                                                              inventory=inventory, apply=apply),
@@ -142,9 +143,13 @@ def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: 
                       f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
                       f"{res.run_dir}")
         failed |= not res.passed
+        eng = res.journal.get("engine")
+        if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
+            err.print(f"error: {path}: run invalid: {eng['invalid']} (exit 4)", markup=False, highlight=False)
+            invalid = True
     if compare:
         _print_compare(summaries)
-    return 1 if failed else 0
+    return 4 if invalid else 1 if failed else 0
 
 
 def _override(sc, values: dict):

@@ -247,6 +247,58 @@ def check_cmd(
     raise typer.Exit(0 if all(r.passed for r in results) else 1)
 
 
+def plan_cmd(
+    scenario: Path = typer.Argument(..., help="scenario YAML file"),
+    seed: int = typer.Option(None, "--seed", help="override the scenario seed (a random mesh follows it)"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """Show what a scenario resolves to, before anything runs: the mesh, the node or links each
+    fault hits, and every probe pair with its hop count.
+
+    Example:  twin plan scenarios/leipzig-relay-crash.yaml
+    """
+    from twin.plan import lines, plan
+    from twin.scenario import load
+    from twin.world import resolve
+
+    try:
+        sc = load(scenario)
+        if seed is not None:
+            src, ln = sc._source, sc._lines
+            sc = sc.model_copy(update={"seed": seed})
+            sc._source, sc._lines = src, ln
+        p = plan(resolve(sc))
+    except TwinError as e:
+        _fail(e)
+    if as_json:
+        out.print_json(json.dumps(p, default=str))
+    else:
+        for line in lines(p):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def report_cmd(
+    target: Path = typer.Argument(..., help="a run folder (results/<scenario>/<run-id>) or a sweep "
+                                  "(results/<scenario> or its sweep.parquet)"),
+    out_dir: Path = typer.Option(None, "--out", "-o", help="folder for report.html/report.md (default: beside it)"),
+) -> None:
+    """Write one self-contained HTML page (and Markdown) for a run or a sweep: targets, timeline,
+    topology map with the fault and the affected pairs' routes before and after, per-pair
+    recovery, MTTR distributions, loop on vs off, sim vs emu when both exist.
+
+    Example:  twin report results/relay-crash/20261206-212406-sim-s7
+    """
+    from twin.report import write_report
+
+    try:
+        h, m = write_report(target, out_dir)
+    except TwinError as e:
+        _fail(e)
+    out.print(f"{h}\n{m}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
+    app.command("plan")(plan_cmd)
     app.command("sweep")(sweep_cmd)
     app.command("check")(check_cmd)

@@ -107,3 +107,68 @@ class ControllerMetrics:
             self.server.shutdown()
         if self._provider is not None:
             self._provider.shutdown()
+
+
+class ControllerWatch:
+    """Feed :class:`ControllerMetrics` from any mode's controller without touching its loop.
+
+    A daemon thread reads what the controller already records (``iterations`` with per-phase
+    milliseconds, the knowledge base's incidents, the executor's results) every ``period_s`` and
+    turns the new entries into metrics and spans. ``get`` returns the controller or None while
+    it does not exist yet (sim builds it inside its first SimPy tick). ``close`` drains the rest.
+    """
+
+    def __init__(self, get, metrics: ControllerMetrics, period_s: float = 0.5) -> None:
+        import threading
+
+        self.get, self.metrics, self.period_s = get, metrics, period_s
+        self._seen = {"it": 0, "inc": 0, "res": 0}
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="controller-metrics")
+        self._thread.start()
+
+    def _drain(self) -> None:
+        ctl = self.get()
+        if ctl is None:
+            return
+        m, seen = self.metrics, self._seen
+        its = ctl.iterations[seen["it"]:]
+        seen["it"] += len(its)
+        for row in its:
+            for ph in PHASES:
+                if ph in row:
+                    m.phase.labels(ph).observe(row[ph] / 1000)
+        incs = ctl.knowledge.incidents[seen["inc"]:]
+        seen["inc"] += len(incs)
+        for inc in incs:
+            m.incidents.labels(inc.diagnosis).inc()
+        res = ctl.executor.results[seen["res"]:]
+        seen["res"] += len(res)
+        for r in res:
+            verdict = "applied" if r.applied else (r.rejected_reason.split(":", 1)[0] or "rejected")[:40]
+            m.actions.labels(r.action.kind, verdict).inc()
+        f = getattr(ctl, "last_features", None)
+        rep = getattr(f, "reporting", None)
+        if rep is not None:
+            m.reporting.set(int(sum(bool(x) for x in rep)))
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.period_s):
+            try:
+                self._drain()
+            except (AttributeError, IndexError, TypeError, ValueError):  # a controller mid-update: next round
+                continue
+
+    def close(self) -> None:
+        self._halt.set()
+        self._thread.join(2)
+        self._drain()
+        self.metrics.close()
+
+
+def metrics_port() -> int | None:
+    """``MESHTWIN_METRICS_PORT`` (any mode; live also reads ``controller.metrics_port``)."""
+    import os
+
+    v = os.environ.get("MESHTWIN_METRICS_PORT", "").strip()
+    return int(v) if v else None

@@ -11,7 +11,7 @@ Callers import from here; the work lives in one module per job:
 from __future__ import annotations
 
 from twin.analysis import ROUTE_OK, ROUTE_OK_MEASURED, Analysis, analyse, first_stable, timeseries
-from twin.loaders import Run, find_runs, load_run, load_sweep, pair_recovery  # the results API (notebooks, users)
+from twin.loaders import ResultsError, Run, find_runs, load_run, load_sweep, pair_recovery  # the results API
 from twin.plot import plot_timeline
 from twin.rundir import RunWriter, new_run_id
 
@@ -22,6 +22,7 @@ __all__ = [
     "RunWriter",
     "analyse",
     "first_stable",
+    "ResultsError",
     "Run",
     "find_runs",
     "load_run",

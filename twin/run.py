@@ -96,6 +96,14 @@ def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> d
     return s
 
 
+def _watch(mode: str, get):
+    """Prometheus metrics of the controller while the run goes on, when MESHTWIN_METRICS_PORT is set."""
+    from twin.observability import ControllerMetrics, ControllerWatch, metrics_port
+
+    port = metrics_port()
+    return None if port is None else ControllerWatch(get, ControllerMetrics(mode, port))
+
+
 def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("results"),
             progress: Callable[[float], None] | None = None, loop: bool | None = None,
             run_id: str | None = None, inventory: Path | None = None, apply: bool = False) -> RunResult:
@@ -122,7 +130,12 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
             from twin.sim.adapter import make_loop_process
 
             tick, controller = make_loop_process(world, loop=sc.loop.enabled)
-        rec, twin = run_sim(world, loop_tick=tick, progress=progress)
+        watch = _watch(mode, lambda: getattr(controller, "controller", None)) if controller is not None else None
+        try:
+            rec, twin = run_sim(world, loop_tick=tick, progress=progress)
+        finally:
+            if watch is not None:
+                watch.close()
         ev = events_frame(world, rec, twin)
         engine = rec.engine
         wall = rec.wall_s

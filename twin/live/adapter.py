@@ -258,7 +258,9 @@ class LiveAdapter:
                          probe_ok=np.array([acc[k][1] for k in keys], np.int32),
                          probe_latency_ms=np.array([acc[k][2] / acc[k][1] if acc[k][1] else np.nan for k in keys],
                                                    np.float32),
-                         extra={"protocol": "batman", "source": "live agents"})
+                         extra={"protocol": "batman", "source": "live agents",
+                                "algo": {n: s.get("algo") for n, s in snaps.items() if s},
+                                "yggdrasil": {n: s.get("yggdrasil") for n, s in snaps.items() if s}})
 
     # -- apply ----------------------------------------------------------------------------
     def apply(self, signed: SignedAction) -> ActionResult:

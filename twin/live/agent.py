@@ -60,6 +60,8 @@ class AgentConfig(BaseModel):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     probe_host: str = Field("::", description="address the prober listens on (echoes and its own probes)")
     probe_port: int = Field(7798, ge=0, le=65535)
+    yggdrasil_socket: str | None = Field("/var/run/yggdrasil.sock", description="admin socket of the fallback "
+                                         "overlay; reported when present")
     kernel: str = Field("batadv", pattern="^(batadv|static)$", description="batadv (always, on a node); static is "
                         "a stand-in kernel for channel tests and benchmarks only")
 
@@ -125,7 +127,8 @@ class Agent:
 
         self.prober = await start_prober(self.cfg.probe_host, self.cfg.probe_port)
         self.probe_port = self.prober.transport.get_extra_info("sockname")[1]
-        self.audit.write("start", "ok", node=self.cfg.node, port=self.port, settings=self.kernel.settings().to_json())
+        cur = await asyncio.to_thread(self.kernel.settings)
+        self.audit.write("start", "ok", node=self.cfg.node, port=self.port, settings=cur.to_json())
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -207,8 +210,11 @@ class Agent:
             if self.silent:
                 return None
             snap = await asyncio.to_thread(self.kernel.snapshot)
+            from twin.live import ygg
+
             snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None,
-                        probes=self.prober.report() if self.prober else [])
+                        probes=self.prober.report() if self.prober else [],
+                        yggdrasil=await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket))
             self.metrics.observe(snap)
             env = sign_telemetry(self.identity, json.dumps(snap, separators=(",", ":")).encode(), ttl_s=10.0,
                                  now=time.time())
@@ -314,7 +320,7 @@ class Agent:
             self.audit.write("action", r.verdict, peer=peer, why=str(r), **what)
             self.metrics.actions.labels(r.verdict).inc()
             return {"verdict": r.verdict, "why": str(r)}
-        except OSError as err:  # the kernel said no (netlink error): nothing pending, say why
+        except (OSError, RuntimeError, ValueError) as err:  # the kernel said no (BatadvError, netlink): say why
             self.audit.write("action", "failed", peer=peer, why=str(err), **what)
             self.metrics.actions.labels("failed").inc()
             return {"verdict": "failed", "why": f"kernel: {err}"}
@@ -367,8 +373,14 @@ def run_agent(cfg: AgentConfig) -> None:
     """Run until SIGTERM/SIGINT; pending changes revert on the way out."""
     import signal
 
+    kernel = None
+    if cfg.kernel == "batadv":  # pyroute2's sync sockets must be created outside the running loop
+        from twin.live.kernel import BatadvKernel
+
+        kernel = BatadvKernel(cfg.mesh_if, cfg.hardifs)
+
     async def main() -> None:
-        agent = Agent(cfg)
+        agent = Agent(cfg, kernel=kernel)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for s in (signal.SIGTERM, signal.SIGINT):

@@ -69,13 +69,20 @@ def _has_cap_net_admin() -> bool:
 
 
 class BatadvKernel:
-    """batman-adv on this node's real kernel."""
+    """batman-adv on this node's real kernel.
+
+    pyroute2's synchronous sockets run their own event loop: build this object outside any running
+    asyncio loop and call it from worker threads (the agent uses ``asyncio.to_thread``); a lock
+    keeps two threads off the sockets at once."""
 
     def __init__(self, mesh_if: str = "bat0", hardifs: list[str] | None = None) -> None:
+        import threading
+
         from pyroute2 import IPRoute
 
         from twin.batadv import BatadvClient
 
+        self._lock = threading.RLock()
         self.mesh_if = mesh_if
         self.hardifs = list(hardifs or [])
         self._client = BatadvClient()
@@ -85,6 +92,22 @@ class BatadvKernel:
     def close(self) -> None:
         self._client.__exit__(None, None, None)
         self._ip.close()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return self._snapshot()
+
+    def settings(self) -> Settings:
+        with self._lock:
+            return self._settings()
+
+    def write(self, target: Settings) -> Settings:
+        with self._lock:
+            return self._write(target)
+
+    def info(self) -> dict:
+        with self._lock:
+            return self._info()
 
     def _links(self) -> dict[str, dict]:
         out = {}
@@ -106,7 +129,7 @@ class BatadvKernel:
                          "rx_packets": int(st.get("rx_packets", 0))}
         return res
 
-    def snapshot(self) -> dict:
+    def _snapshot(self) -> dict:
         m = self._client.mesh(ifname=self.mesh_if)
         origs = self._client.originators(self.mesh_if)
         neighs = self._client.neighbours(self.mesh_if)
@@ -120,14 +143,14 @@ class BatadvKernel:
             "neighbours": [[n.neigh, n.hardif, n.tq, n.throughput_kbps, n.last_seen_ms] for n in neighs],
         }
 
-    def settings(self) -> Settings:
+    def _settings(self) -> Settings:
         m = self._client.mesh(ifname=self.mesh_if)
         links = self._links()
         return Settings(int(m.orig_interval_ms), int(m.hop_penalty), bool(m.aggregated_ogms),
                         tuple(sorted((k, v["in_mesh"]) for k, v in links.items())))
 
-    def write(self, target: Settings) -> Settings:
-        cur = self.settings()
+    def _write(self, target: Settings) -> Settings:
+        cur = self._settings()
         if (cur.orig_interval_ms, cur.hop_penalty, cur.aggregated_ogms) != (
                 target.orig_interval_ms, target.hop_penalty, target.aggregated_ogms):
             self._client.set_mesh(self.mesh_if, orig_interval_ms=target.orig_interval_ms,
@@ -142,9 +165,9 @@ class BatadvKernel:
                     self._ip.link("set", index=idx, state="up")
                 else:
                     self._ip.link("set", index=idx, master=0)
-        return self.settings()
+        return self._settings()
 
-    def info(self) -> dict:
+    def _info(self) -> dict:
         m = self._client.mesh(ifname=self.mesh_if)
         return {"algo": m.algo, "batadv_version": m.version, "mesh_address": m.mesh_address,
                 "cap_net_admin": _has_cap_net_admin(), "source": getattr(self._client, "source", "netlink")}

@@ -72,8 +72,8 @@ class GuestClient:
             t0 = time.monotonic()
             g = self.call("ping")["mono"]
             t1 = time.monotonic()
-            if t1 - t0 < self._best_rtt * 1.5 or self.offset_s is None:
-                self._best_rtt = min(self._best_rtt, t1 - t0)
+            if t1 - t0 < self._best_rtt or self.offset_s is None:
+                self._best_rtt = t1 - t0
                 self.offset_s = (t0 + t1) / 2 - g
         return self.offset_s  # type: ignore[return-value]
 

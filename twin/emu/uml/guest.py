@@ -30,7 +30,7 @@ import threading
 import time
 
 PROBE_PORT = 7797
-_PKT = struct.Struct("!BIIq")  # type (0 probe, 1 echo), flow, seq, sender t_ns
+_PKT = struct.Struct("!BIIIq")  # type (0 probe, 1 echo), flow, sender's boot epoch, seq, sender t_ns
 
 
 def cmdline():
@@ -108,7 +108,8 @@ class Probes:
 
     def configure(self, flows, start_mono, end_mono):
         with self.lock:
-            self.flows = [{"id": int(f["id"]), "dst": f["dst"], "period": 1.0 / float(f["rate"]),
+            self.flows = [{"id": int(f["id"]), "epoch": int(f.get("epoch", 0)), "dst": f["dst"],
+                           "period": 1.0 / float(f["rate"]),
                            "next": start_mono + float(f.get("phase", 0.0)), "seq": 0, "end": end_mono}
                           for f in flows]
 
@@ -121,11 +122,11 @@ class Probes:
                     if f["next"] <= now < f["end"]:
                         t = time.monotonic_ns()
                         try:
-                            self.sock.sendto(_PKT.pack(0, f["id"], f["seq"], t), (f["dst"], PROBE_PORT))
+                            self.sock.sendto(_PKT.pack(0, f["id"], f["epoch"], f["seq"], t), (f["dst"], PROBE_PORT))
                             ok = 1
                         except OSError:
                             ok = 0
-                        self.sent.append((f["id"], f["seq"], t, ok))
+                        self.sent.append((f["id"], f["epoch"], f["seq"], t, ok))
                         f["seq"] += 1
                         f["next"] += f["period"]
                         if f["next"] < now:  # never burst to catch up after a stall
@@ -139,18 +140,18 @@ class Probes:
             data, addr = self.sock.recvfrom(64)
             if len(data) != _PKT.size:
                 continue
-            typ, fid, seq, t = _PKT.unpack(data)
+            typ, fid, epoch, seq, t = _PKT.unpack(data)
             now = time.monotonic_ns()
             if typ == 0:
                 with self.lock:
-                    self.arrived.append((fid, seq))
+                    self.arrived.append((fid, epoch, seq))
                 try:
-                    self.sock.sendto(_PKT.pack(1, fid, seq, t), addr)
+                    self.sock.sendto(_PKT.pack(1, fid, epoch, seq, t), addr)
                 except OSError:
                     pass
             else:
                 with self.lock:
-                    self.rtt.append((fid, seq, now - t))
+                    self.rtt.append((fid, epoch, seq, now - t))
 
     def drain(self):
         with self.lock:

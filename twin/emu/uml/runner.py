@@ -152,7 +152,9 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
             c = lab.client(node)
             off = c.sync_clock()
             start = max(t0, time.monotonic() + 0.05)
-            c.call("probes", flows=flows_of.get(node, []), start_mono=start - off, end_mono=t0 + duration_s - off)
+            epoch = lab.nodes[node].boots
+            c.call("probes", flows=[f | {"epoch": epoch} for f in flows_of.get(node, [])], start_mono=start - off,
+                   end_mono=t0 + duration_s - off)
 
         for node in flows_of:
             start_probes(node)
@@ -183,11 +185,12 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                     return None
                 try:
                     c = lab.client(node)
-                    return c.offset_s, c.call("results")
+                    c.sync_clock(rounds=1)  # keeps the shortest-round-trip estimate seen so far
+                    return node, lab.nodes[node].boots, c.offset_s, c.call("results")
                 except Exception:  # noqa: BLE001 - a silent node is what the loop must see
                     return None
             for res in adapter.pool.map(one, names):
-                if res is not None and res[0] is not None:
+                if res is not None and res[2] is not None:
                     book.add(*res)
 
         i = 0
