@@ -17,6 +17,11 @@ MAX_RATE_HZ = 1_000.0
 MAX_BITRATE_BPS = 1e12
 #: nodes in a built topology (line, ring, grid, random_geometric); imports are checked after reading
 MAX_NODES = 5_000
+#: expected mean degree of a random geometric mesh (its edges grow with n x degree)
+MAX_MEAN_DEGREE = 200.0
+#: a random geometric mesh must expect at least this x ln(n) neighbours per node, or almost no seed
+#: gives a connected graph and the seed search (up to 10,000 graphs) runs for minutes
+MIN_DEGREE_PER_LN_N = 0.8
 #: probe pairs of one traffic entry (also at most nodes x (nodes - 1) for built topologies)
 MAX_PAIRS = 1_000_000
 #: probes in one run, summed over traffic entries: pairs x rate x probing time

@@ -406,6 +406,26 @@ def _problem(err: dict, fname: str, lines: dict) -> Problem:
     return Problem(fname, line, _fmt_path(clean), msg)
 
 
+def _check_geometric(t: TopologySpec, bad) -> None:
+    """A random geometric mesh neither too dense (memory) nor too sparse to ever be connected."""
+    if t.kind != "random_geometric" or t.nodes < 3:
+        return
+    import math
+
+    from twin.topology import expected_degree, radius_for_degree
+
+    field = "topology.radius" if t.radius is not None else "topology.avg_degree"
+    deg = expected_degree(t.nodes, t.radius) if t.radius is not None else t.avg_degree
+    need = L.MIN_DEGREE_PER_LN_N * math.log(t.nodes)
+    if deg > L.MAX_MEAN_DEGREE:
+        bad(field, f"{t.nodes} nodes would have {deg:.0f} neighbours each on average; at most "
+            f"{L.MAX_MEAN_DEGREE:.0f} are allowed (a smaller radius or avg_degree)")
+    elif deg < need:
+        r = radius_for_degree(t.nodes, need, edge_correction=True)
+        bad(field, f"{t.nodes} nodes with {deg:.2g} neighbours each on average are almost never connected "
+            f"(about {need:.1f} needed): raise radius to at least {r:.3g} or avg_degree to {need:.1f}")
+
+
 def cross_check(sc: Scenario, fname: str = "<string>") -> list[Problem]:
     """Bounds that span fields (pairs against nodes, probes over the whole run, flaps) and targets
     that could never be evaluated; each problem names the field that has to change."""
@@ -415,6 +435,7 @@ def cross_check(sc: Scenario, fname: str = "<string>") -> list[Problem]:
         out.append(Problem(fname, sc.line_of(path), path, msg))
 
     n = sc.topology.node_count()
+    _check_geometric(sc.topology, bad)
     probes = 0.0
     for i, tr in enumerate(sc.traffic):
         if n is not None and tr.pairs > n * (n - 1):

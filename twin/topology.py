@@ -160,6 +160,11 @@ def _square_distance_cdf(r: float) -> float:
     )
 
 
+def expected_degree(n: int, radius: float) -> float:
+    """Mean degree of ``n`` uniform points in the unit square linked within ``radius`` (border included)."""
+    return (n - 1) * _square_distance_cdf(min(float(radius), math.sqrt(2.0)))
+
+
 def radius_for_degree(n: int, avg_degree: float, *, edge_correction: bool = False) -> float:
     """Radius giving an expected average degree ``avg_degree`` for ``n`` nodes in the unit square.
 
