@@ -300,6 +300,12 @@ def clean_all(include_live: bool = False) -> CleanReport:
     for d in dead_dirs:
         shutil.rmtree(d, ignore_errors=True)
         rep.state_dirs.append(str(d))
+    import tempfile
+
+    for d in Path(tempfile.gettempdir()).glob(f"meshtwin-{PREFIX_ROOT}*-consoles-*"):  # UML console logs
+        if mine(d.name.split("-")[1]):
+            shutil.rmtree(d, ignore_errors=True)
+            rep.state_dirs.append(str(d))
     return rep
 
 

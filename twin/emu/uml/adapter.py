@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin.adapter import Action, ActionResult, SignedAction, Telemetry
-from twin.batadv import BatadvError, Originator
+from twin.batadv import BatadvError, Originator, batctl
 from twin.emu.uml.client import NodeUnreachable
 from twin.emu.uml.lab import UmlLab, hardif_mac
 
@@ -55,6 +55,7 @@ class UmlAdapter:
     routes: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
     probes: object = None  # ProbeBook of the runner
     quarantined: dict[str, list[str]] = field(default_factory=dict)
+    fallback: dict[str, str] = field(default_factory=dict)  # node -> batctl version used instead of netlink
 
     def __post_init__(self) -> None:
         self.names = list(self.lab.names)
@@ -81,10 +82,18 @@ class UmlAdapter:
             return None
         try:
             c = self.lab.client(node)
-            b = c.batadv()
-            mesh = b.mesh("bat0")
-            st = NodeState(t=self.now(), origs=b.originators("bat0"), neighbours=b.neighbours("bat0"),
-                           orig_interval_ms=mesh.orig_interval_ms)
+            try:
+                b = c.batadv()
+                mesh = b.mesh("bat0")
+                st = NodeState(t=self.now(), origs=b.originators("bat0"), neighbours=b.neighbours("bat0"),
+                               orig_interval_ms=mesh.orig_interval_ms)
+            except BatadvError as err:  # netlink refused: batctl's JSON is the fallback, and says so
+                origs, nbrs, version = batctl.read(lambda argv: c.exec(argv))
+                st = NodeState(t=self.now(), origs=origs, neighbours=nbrs,
+                               orig_interval_ms=int(c.exec(["batctl", "meshif", "bat0", "orig_interval"]).split()[0]))
+                if self.fallback.get(node) is None:
+                    self.fallback[node] = version
+                    self.event("note", node, None, "telemetry_fallback", detail=f"netlink: {err}; using {version}")
             cnt = c.call("counters")["counters"]
             for ifn, (tx, rx) in cnt.items():
                 if ifn.startswith("vec") and ifn != f"vec{len(self.lab.medium.ports[node])}":

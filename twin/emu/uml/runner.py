@@ -244,7 +244,8 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
         events.append(note | {"outcome": "invalid_run", "valid": False,
                               "detail": f"host CPU saturated in {load['saturated_fraction']:.0%} of samples"})
     timings["teardown_s"] = session.teardown_s
-    caps = caps | versions | {"link_model": opts.link_model, "backend": "uml"}
+    caps = caps | versions | {"link_model": opts.link_model, "backend": "uml", "telemetry": "batadv generic netlink",
+                              "telemetry_fallback": dict(adapter.fallback)}
     run = EmuRun(events=events_frame(events), capabilities=caps, load=load, convergence_s=convergence_s,
                  wall_s=time.monotonic() - wall0, impairments={"loss": "nftables bridge numgen (per directed link)"},
                  run_id=state.run_id, protocol="batman", nodes=names, timings=timings)
