@@ -308,6 +308,24 @@ def schema(output: Path = typer.Option(None, "--output", "-o", help="write to a 
         sys.stdout.write(text + "\n")
 
 
+@app.command()
+def calibrate(show: bool = typer.Option(False, "--show", help="print the stored costs without measuring")) -> None:
+    """Measure what post-quantum crypto costs on this machine (handshake, sign, verify, KEM) and
+    store it, atomically, under the machine's key; sim runs charge these costs.
+
+    setup.sh runs this once. Run it again after a measurement taken on a busy machine (each entry
+    records the load average it was measured under). Exit 4 if the cache cannot be written.
+    """
+    from twin.pqc.calibrate import cache_path, get_calibration
+
+    entry = get_calibration(refresh=not show)
+    out.print_json(json.dumps({"cache": str(cache_path()), **entry}))
+    if entry.get("stored") is False:
+        err.print(f"error: calibration measured but not stored: {entry.get('store_error')}", markup=False,
+                  highlight=False)
+        raise typer.Exit(4)
+
+
 train_app = typer.Typer(help="train the loop's models on twin runs", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
