@@ -438,7 +438,7 @@ def cross_check(sc: Scenario, fname: str = "<string>") -> list[Problem]:
     _check_geometric(sc.topology, bad)
     probes = 0.0
     for i, tr in enumerate(sc.traffic):
-        if n is not None and tr.pairs > n * (n - 1):
+        if n is not None and "pairs" in tr.model_fields_set and tr.pairs > n * (n - 1):  # default 10: "all"
             bad(f"traffic[{i}].pairs", f"{tr.pairs} pairs, but {n} nodes have only {n * (n - 1)} ordered pairs")
         probes += tr.pairs * tr.rate * max(0.0, sc.duration - tr.start)
     if probes > L.MAX_PROBES:
