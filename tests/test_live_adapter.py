@@ -145,3 +145,71 @@ def test_probes_between_agents_are_reported_on_the_controller_clock(lab4):
     assert all(r["t_s"] > t_cut - 1.5 for r in lost01)  # losses are placed after the echo stopped
     assert all(r["rtt_ms"] is not None for r in rows if r["src"] == "n2")
     assert set(zip(tel.probe_src.tolist(), tel.probe_dst.tolist(), strict=True)) == {(0, 1), (2, 3)}
+
+
+def test_the_inventory_chooses_in_band_or_out_of_band(tmp_path):
+    """Agents listen only on their 'bat0' address (127.0.0.1 here); the management address leads
+    nowhere (127.0.0.2). In-band reaches them, out-of-band reports them as not reporting."""
+    import yaml
+
+    inv_path, cfgs = write_lab(tmp_path, 2)
+    doc = yaml.safe_load(inv_path.read_text())
+    for n in doc["nodes"]:
+        n["mgmt"], n["inband"] = "127.0.0.2", "127.0.0.1"
+    agents = AgentsThread(cfgs)
+    try:
+        for transport, reporting in (("inband", [True, True]), ("oob", [False, False])):
+            doc["channel"]["transport"] = transport
+            inv_path.write_text(yaml.safe_dump(doc))
+            inv, ident, bundle = controller_of(inv_path)
+            ad = LiveAdapter(inv, ident, bundle)
+            try:
+                ad.begin("t")
+                assert ad.observe().reporting.tolist() == reporting, transport
+            finally:
+                ad.close()
+    finally:
+        agents.close()
+
+
+def test_an_agent_that_restarts_is_not_reporting_then_reconnected(lab4):
+    from twin.live.agent import Agent
+    from twin.live.agent_config import load_config
+
+    inv, ident, bundle, agents = lab4
+    ad = LiveAdapter(inv, ident, bundle)
+    ad.begin("t")
+    try:
+        assert ad.observe().reporting.all()
+        old = agents.agents["n3"]
+        agents.call(old.close())
+        assert ad.observe().reporting.tolist() == [True, True, True, False]
+        cfg = load_config(inv.path("keys/nodes/n3/agent.yaml"))
+        new = Agent(cfg, kernel=agents.kernels["n3"])
+        agents.call(new.start())
+        agents.agents["n3"] = new
+        deadline = time.time() + 5
+        while not ad.observe().reporting.all():
+            assert time.time() < deadline, ad.clients["n3"].last_error
+            time.sleep(0.1)
+        assert ad.clients["n3"].handshakes == 2
+    finally:
+        ad.close()
+
+
+def test_controller_rate_budget_per_node(tmp_path):
+    inv_path, cfgs = write_lab(tmp_path, 2, safety={"rate_per_node": 2, "rate_fleet": 100,
+                                                    "max_changed_fraction": 1.0})
+    agents = AgentsThread(cfgs)
+    inv, ident, bundle = controller_of(inv_path)
+    ad = LiveAdapter(inv, ident, bundle, apply_enabled=True)
+    s = LiveSigner(ident)
+    try:
+        ad.begin("t")
+        out = [_act(ad, s, Action("set_hop_penalty", "n0", {"value": v})) for v in (40, 41)]
+        assert out[0].applied and not out[1].applied and out[1].rejected_reason.startswith("rate_limited")
+        assert _act(ad, s, Action("set_hop_penalty", "n1", {"value": 42})).applied  # another node's budget
+        assert [w.hop_penalty for w in agents.kernels["n0"].writes] == [40]
+    finally:
+        ad.close()
+        agents.close()

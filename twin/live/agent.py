@@ -24,62 +24,17 @@ import asyncio
 import contextlib
 import json
 import time
-from pathlib import Path
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from twin.adapter import Action
-from twin.errors import TwinError
 from twin.live import wire
+from twin.live.agent_config import AgentConfig
 from twin.live.audit import AuditLog
-from twin.live.inventory import AGENT_ACTIONS, AGENT_FAULTS
+from twin.live.inventory import AGENT_FAULTS
 from twin.live.kernel import NodeKernel, Settings
 from twin.live.safety import CommitConfirmed, Refused, TokenBucket, target_settings
 from twin.pqc import EnvelopeVerifier, HandshakeServer, NodeIdentity, PQCError, TrustBundle, sign_telemetry
 
 AGENT_VERSION = "1"
-
-
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    node: str = Field(..., description="this node's name (its identity is spiffe://<mesh>/node/<node>)")
-    identity: str = Field(..., description="this node's identity file")
-    trust_bundle: str = Field(..., description="mesh CA, controller identities, revocations")
-    controllers: list[str] = Field(..., min_length=1, description="SPIFFE ids allowed to connect and command")
-    listen: str = "0.0.0.0"
-    port: int = Field(7443, ge=0, le=65535)
-    mesh_if: str = "bat0"
-    hardifs: list[str] = Field(default_factory=lambda: ["eth1"])
-    allow_actions: list[str] = Field(default_factory=lambda: list(AGENT_ACTIONS))
-    allow_faults: list[str] = Field(default_factory=list)
-    rate_per_min: float = Field(6.0, gt=0)
-    max_confirm_s: float = Field(120.0, gt=0, description="longest confirm deadline a controller may ask for")
-    audit_log: str = "/var/lib/meshtwin/audit.jsonl"
-    metrics_port: int | None = Field(None, ge=0, le=65535)
-    probe_host: str = Field("::", description="address the prober listens on (echoes and its own probes)")
-    probe_port: int = Field(7798, ge=0, le=65535)
-    yggdrasil_socket: str | None = Field("/var/run/yggdrasil.sock", description="admin socket of the fallback "
-                                         "overlay; reported when present")
-    kernel: str = Field("batadv", pattern="^(batadv|static)$", description="batadv (always, on a node); static is "
-                        "a stand-in kernel for channel tests and benchmarks only")
-
-
-def load_config(path: str | Path) -> AgentConfig:
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-        cfg = AgentConfig.model_validate(data)
-    except OSError as err:
-        raise TwinError(f"{p}: cannot read agent config: {err.strerror}") from err
-    except (yaml.YAMLError, ValidationError) as err:
-        raise TwinError(f"{p}: invalid agent config: {err}") from err
-    base = p.resolve().parent
-    for k in ("identity", "trust_bundle", "audit_log"):
-        v = Path(getattr(cfg, k)).expanduser()
-        setattr(cfg, k, str(v if v.is_absolute() else base / v))
-    return cfg
 
 
 class Agent:
@@ -122,6 +77,7 @@ class Agent:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._conn, self.cfg.listen, self.cfg.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._wake = asyncio.Event()
         self._tasks.add(asyncio.create_task(self._expiry()))
         from twin.live.probe import start_prober
 
@@ -154,8 +110,16 @@ class Agent:
         self.metrics.close()
 
     async def _expiry(self) -> None:
+        """Revert the pending change at its deadline; sleeps until then (woken when a change arrives),
+        so an idle agent does not wake up at all."""
         while True:
-            await asyncio.sleep(0.1)
+            p = self.cc.pending
+            timeout = None if p is None else max(0.0, p.deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             if self.cc.pending is not None and time.monotonic() >= self.cc.pending.deadline:
                 async with self._lock:
                     await asyncio.to_thread(self.cc.expire)
@@ -214,7 +178,8 @@ class Agent:
 
             snap.update(node=self.cfg.node, pending=self.cc.pending.id if self.cc.pending else None,
                         probes=self.prober.report() if self.prober else [],
-                        yggdrasil=await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket))
+                        yggdrasil=(await asyncio.to_thread(ygg.read, self.cfg.yggdrasil_socket)
+                                   if ygg.present(self.cfg.yggdrasil_socket) else None))
             self.metrics.observe(snap)
             env = sign_telemetry(self.identity, json.dumps(snap, separators=(",", ":")).encode(), ttl_s=10.0,
                                  now=time.time())
@@ -232,7 +197,9 @@ class Agent:
                     "pending": self.cc.pending.to_json() if self.cc.pending else None, "halted": self.halted,
                     "run": self.run_id, "silent": self.silent, "probe_port": self.probe_port}, b""
         async with self._lock:
-            return await asyncio.to_thread(self._locked, op, h, blob, sid, base)
+            reply = await asyncio.to_thread(self._locked, op, h, blob, sid, base)
+        self._wake.set()  # a change may have opened or moved a deadline
+        return reply
 
     def _locked(self, op: str, h: dict, blob: bytes, sid: str, base: dict) -> tuple[dict, bytes]:
         peer = sid.split("#")[0]

@@ -151,7 +151,8 @@ def stop_cmd(inventory: Path = INV,
 def agent_cmd(config: Path = typer.Option(Path("/etc/meshtwin/agent.yaml"), "--config", "-c",
                                           help="agent config (written by twin live keys)")) -> None:
     """Run the node agent (normally as the meshtwin-agent systemd service)."""
-    from twin.live.agent import load_config, run_agent
+    from twin.live.agent import run_agent
+    from twin.live.agent_config import load_config
 
     try:
         cfg = load_config(config)

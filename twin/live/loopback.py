@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from twin.live.agent import Agent, load_config
+from twin.live.agent import Agent
+from twin.live.agent_config import load_config
 from twin.live.inventory import AGENT_ACTIONS, Inventory, load
 from twin.live.kernel import NodeKernel, StaticKernel
 from twin.live.keys import provision

@@ -35,6 +35,10 @@ def _ask(path: str, request: str, timeout_s: float) -> dict:
     return doc.get("response", {})
 
 
+def present(path: str | None) -> bool:
+    return bool(path) and os.path.exists(path)
+
+
 def read(path: str | None, timeout_s: float = 0.5) -> dict | None:
     """``{"address", "peers", "peer_addresses"}`` from the admin socket at ``path``, or None."""
     if not path or not os.path.exists(path):
