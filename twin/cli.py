@@ -69,6 +69,8 @@ def run(
                                    "$MESHTWIN_INVENTORY or live/inventory.yaml)"),
     apply: bool = typer.Option(False, "--apply", help="live: act on the lab (default: dry run, commands are only "
                                "checked by the agents)"),
+    seeds: int = typer.Option(None, "--seeds", "-n", help="run N seeds (from --seed or the scenario's) in parallel "
+                              "and print distributions and verdicts over them (twin sweep's shorthand)"),
 ) -> None:
     """Run scenario(s); print the targets table; exit 1 if any target fails.
 
@@ -78,6 +80,12 @@ def run(
     worst of them.
     """
     from twin.outcome import check_out_dir, classify, sigterm_as_interrupt
+
+    if seeds is not None:
+        from twin.cli_analysis import run_seeds
+
+        raise typer.Exit(run_seeds(scenarios, seeds, seed, out_dir, loop, mode, quiet, as_json,
+                                   duration=duration))
 
     if mode not in (None, "sim", "emu", "live"):
         _fail(TwinError(f"--mode must be sim, emu or live (got {mode!r})"))
@@ -142,6 +150,10 @@ def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: 
             out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "
                       f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
                       f"{res.run_dir}")
+            if res.summary["mode"] == "live":
+                from twin.live.cli import print_actions
+
+                print_actions(res.events, out, applied=apply)
         failed |= not res.passed
         eng = res.journal.get("engine")
         if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict

@@ -132,6 +132,20 @@ def run_sweep(scenario: Path, seeds: int, first_seed: int | None, params: list[s
     return 1 if failed or res.errors else 0
 
 
+def run_seeds(scenarios: list[Path], seeds: int, first_seed: int | None, out_dir: Path, loop: str | None,
+              mode: str | None, quiet: bool, as_json: bool, duration: str | None = None) -> int:
+    """``twin run --seeds N``: one sweep per scenario; the worst exit code."""
+    code = 0
+    for path in scenarios:
+        try:
+            params = [f"duration={duration}"] if duration else []
+            code = max(code, run_sweep(path, seeds, first_seed, params, out_dir, None, None, loop, mode, False,
+                                       quiet, as_json))
+        except TwinError as e:
+            _fail(e)
+    return code
+
+
 def _dist(col) -> dict:
     import numpy as np
 

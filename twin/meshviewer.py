@@ -16,17 +16,35 @@ Resulting graph (see :mod:`twin.topology` for the shared convention):
   ``pos`` = (x, y) in km (equirectangular projection around the mean kept location), only for
   nodes with a location;
 * per edge ``tq`` (mean of source_tq and target_tq), ``type``, ``parallel`` (links merged into it),
-  ``loss`` = ``1 - sqrt(tq)`` clipped to [0, 0.95]: batman-adv's TQ of a link is roughly the
-  product of the delivery ratios of both directions, so each direction loses ``1 - sqrt(tq)``;
-  the clip keeps a nearly dead link from being a black hole the simulator cannot route around;
-* ``delay_s`` 0.02 for VPN/tunnel links (internet uplinks), 0.002 for wifi, 0.001 otherwise;
-  ``rate_bps`` None.
+  and the link model of its type (:class:`LinkModel`, overridable per type from the scenario's
+  ``topology.link_types``): ``loss`` is the model's, or by default ``1 - sqrt(tq)`` clipped to
+  [0, 0.95] (batman-adv's TQ of a link is roughly the product of the delivery ratios of both
+  directions, so each direction loses ``1 - sqrt(tq)``); ``delay_s`` 20 ms for VPN/tunnel links
+  (internet uplinks), 2 ms for wifi, 1 ms otherwise; ``retries``: 802.11 unicast retries of a data
+  frame on wifi (7, the default ``dot11ShortRetryLimit``), 0 elsewhere. OGMs are broadcasts and get
+  no retry, so routing sees the raw loss while a probe crossing a wifi hop is lost only when all
+  ``retries + 1`` attempts are; ``rate_bps`` None;
+* node attribute ``label``: the node's hostname when the file has one.
+
+Three facts of real snapshots are handled, each counted in the :class:`ImportReport`:
+
+* **dead links**: a link whose mean TQ is below ``min_tq`` is dropped. The default, 0.1 (about
+  25/255), sits in a gap of both shipped snapshots (Bielefeld: two links at 0.045-0.049, the next at
+  0.126; Leipzig: the lowest at 0.133); a TQ of 0 is a link that was dead when the snapshot was
+  taken, and a link under 0.1 delivers under a third of the OGMs each way;
+* **placeholder TQs**: some gateways report one fixed value for every VPN uplink (0.01, say). A TQ
+  value shared exactly by at least half of a type's links (5 or more) and below 0.5 is taken for a
+  placeholder, not a measurement: those links get their type's ``loss`` (default 0) and are exempt
+  from ``min_tq``;
+* **impossible coordinates** (latitude outside ±90, longitude outside ±180, not a number) are a
+  warning on that node, which then has no position; the file is not rejected.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +56,39 @@ from twin.topology import TopologyError, apply_link_defaults, components_report,
 
 MAX_LOSS = 0.95
 EARTH_RADIUS_KM = 6371.0088
-#: Link delay by meshviewer type; types not listed get the topology default (1 ms).
-TYPE_DELAY_S = {"vpn": 0.02, "tunnel": 0.02, "fastd": 0.02, "l2tp": 0.02, "wireguard": 0.02, "wifi": 0.002}
+#: links under this mean TQ are dropped (see the module doc for how it was chosen)
+DEFAULT_MIN_TQ = 0.1
+#: a TQ value on at least this share of a type's links, below PLACEHOLDER_MAX_TQ, is a placeholder
+PLACEHOLDER_SHARE = 0.5
+PLACEHOLDER_MIN_LINKS = 5
+PLACEHOLDER_MAX_TQ = 0.5
+#: tunnel types that share the ``vpn`` link model unless the scenario names them itself
+VPN_ALIASES = ("tunnel", "fastd", "l2tp", "wireguard")
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """How the twin simulates links of one meshviewer type. ``loss=None``: from each link's TQ."""
+
+    loss: float | None = None
+    delay_s: float | None = None
+    retries: int = 0
+
+
+DEFAULT_MODELS = {
+    "wifi": LinkModel(delay_s=0.002, retries=7),
+    "vpn": LinkModel(delay_s=0.02),
+    "other": LinkModel(delay_s=0.001),
+}
+
+
+def model_for(ltype: str, models: dict[str, LinkModel]) -> LinkModel:
+    t = ltype.lower()
+    if t in models:
+        return models[t]
+    if t in VPN_ALIASES and "vpn" in models:
+        return models["vpn"]
+    return models.get("other", LinkModel())
 
 
 @dataclass
@@ -47,7 +96,7 @@ class ImportReport:
     """What a meshviewer import kept and dropped; every link of the file lands in exactly one bucket.
 
     ``links_total == links_kept + links_dangling + links_offline + links_type_filtered
-    + links_self + links_merged + links_dropped_small_components``.
+    + links_self + links_merged + links_below_min_tq + links_dropped_small_components``.
     """
 
     path: str
@@ -62,6 +111,10 @@ class ImportReport:
     links_type_filtered: int = 0
     links_self: int = 0
     links_dropped_small_components: int = 0
+    links_below_min_tq: int = 0
+    min_tq: float = DEFAULT_MIN_TQ
+    placeholder_tq: dict[str, dict] = field(default_factory=dict)   # type -> {"tq": v, "links": n}
+    warnings: list[str] = field(default_factory=list)
     components: int = 0
     component_sizes: list[int] = field(default_factory=list)
     nodes_dropped_small_components: int = 0
@@ -75,8 +128,12 @@ class ImportReport:
             f"links: {self.links_total} in file, {self.links_kept} kept",
             f"dropped links: {self.links_dangling} dangling (unknown node), {self.links_offline} offline "
             f"endpoint, {self.links_type_filtered} filtered by type, {self.links_self} self-loops, "
-            f"{self.links_dropped_small_components} in dropped components",
+            f"{self.links_dropped_small_components} in dropped components, {self.links_below_min_tq} below "
+            f"min_tq {self.min_tq:g} (dead or nearly dead at snapshot time)",
             f"merged parallel links: {self.links_merged}",
+            *[f"placeholder TQ {d['tq']:g} on {d['links']} {t} link(s): not a measurement, the {t} link model's "
+              f"loss is used" for t, d in sorted(self.placeholder_tq.items())],
+            *[f"warning: {w}" for w in self.warnings],
             f"components before selection: {self.components} (largest: {sizes or '-'})",
             f"nodes dropped with small components: {self.nodes_dropped_small_components}",
         ]
@@ -140,6 +197,37 @@ def _load(path: str | Path) -> dict:
     return doc
 
 
+def _location(loc: Any, where: str, node_id: str, report: ImportReport) -> tuple[float | None, float | None]:
+    """(lat, lon), or (None, None) with a warning on the node when the coordinate is impossible."""
+    if loc is None:
+        return None, None
+    if not isinstance(loc, dict):
+        report.warnings.append(f"{where} of node {node_id}: {loc!r} is not an object; no position")
+        return None, None
+    lat, lon = loc.get("latitude"), loc.get("longitude")
+    ok = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (lat, lon))
+    if not ok or not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        report.warnings.append(f"{where} of node {node_id}: latitude {lat!r}, longitude {lon!r} is not a place on "
+                               f"Earth; the node is kept without a position")
+        return None, None
+    return float(lat), float(lon)
+
+
+def _placeholders(links: Iterable[dict]) -> dict[str, float]:
+    """type -> TQ value that is a placeholder in that type (see the module doc)."""
+    by: dict[str, list[float]] = {}
+    for d in links:
+        by.setdefault(d["type"], []).extend(d["_dirs"])
+    out = {}
+    for t, vals in by.items():
+        if len(vals) < 2 * PLACEHOLDER_MIN_LINKS:
+            continue
+        v, n = Counter(vals).most_common(1)[0]
+        if n >= PLACEHOLDER_SHARE * len(vals) and v < PLACEHOLDER_MAX_TQ:
+            out[t] = v
+    return out
+
+
 def _largest(components: list[set[str]]) -> set[str]:
     """Largest component; equal sizes go to the one holding the smallest node_id (deterministic)."""
     return min(components, key=lambda c: (-len(c), min(c)))
@@ -165,6 +253,8 @@ def from_meshviewer(
     include_offline: bool = False,
     component: Literal["largest", "all"] = "largest",
     link_types: Iterable[str] | None = None,
+    models: dict[str, LinkModel] | None = None,
+    min_tq: float = DEFAULT_MIN_TQ,
 ) -> tuple[nx.Graph, ImportReport]:
     """Read a meshviewer JSON snapshot into a simulator graph plus an :class:`ImportReport`.
 
@@ -173,6 +263,8 @@ def from_meshviewer(
     types), self-loop, repeat of an already seen pair (merged, the best mean TQ wins). With
     ``component="largest"`` only the largest connected component is kept (the only part the
     simulator can reach from everywhere); ``"all"`` keeps every island, including isolated nodes.
+    ``models`` (by type name) override :data:`DEFAULT_MODELS` field by field; links whose mean TQ
+    is below ``min_tq`` are dropped after merging, except placeholder TQs (see the module doc).
     """
     if component not in ("largest", "all"):
         raise TopologyError(f"component must be 'largest' or 'all', got {component!r}")
@@ -180,7 +272,10 @@ def from_meshviewer(
     name = str(path)
     rd = _Reader(name)
     doc = _load(path)
-    report = ImportReport(path=name)
+    report = ImportReport(path=name, min_tq=min_tq)
+    mods = dict(DEFAULT_MODELS)
+    for t, m in (models or {}).items():
+        mods[t.lower()] = m
 
     nodes: dict[str, dict] = {}
     first_seen: dict[str, str] = {}
@@ -190,19 +285,19 @@ def from_meshviewer(
             raise rd.error(f"{where}.node_id", f"{node_id!r} duplicates {first_seen[node_id]}")
         first_seen[node_id] = where
         online = rd.boolean(raw, "is_online", where)
-        lat = lon = None
-        loc = raw.get("location")
-        if loc is not None:
-            if not isinstance(loc, dict):
-                raise rd.error(f"{where}.location", f"{loc!r} is not an object")
-            lat = rd.number(loc, "latitude", f"{where}.location", -90.0, 90.0)
-            lon = rd.number(loc, "longitude", f"{where}.location", -180.0, 180.0)
+        lat, lon = _location(raw.get("location"), f"{where}.location", node_id, report)
         nodes[node_id] = {
             "gateway": rd.boolean(raw, "is_gateway", where, default=False),
             "online": online,
             "lat": lat,
             "lon": lon,
         }
+        host = raw.get("hostname")
+        info = raw.get("nodeinfo")
+        if not host and isinstance(info, dict):  # yanic's raw nodes.json nests it
+            host = info.get("hostname")
+        if isinstance(host, str) and host:
+            nodes[node_id]["label"] = host
     report.nodes_total = len(nodes)
     report.nodes_online = sum(d["online"] for d in nodes.values())
     keep = {n for n, d in nodes.items() if d["online"] or include_offline}
@@ -213,7 +308,8 @@ def from_meshviewer(
     for where, raw in links:
         src, dst = rd.string(raw, "source", where), rd.string(raw, "target", where)
         src_tq = rd.number(raw, "source_tq", where, 0.0, 1.0)
-        tq = 0.5 * (src_tq + rd.number(raw, "target_tq", where, 0.0, 1.0))
+        dst_tq = rd.number(raw, "target_tq", where, 0.0, 1.0)
+        tq = 0.5 * (src_tq + dst_tq)
         ltype = raw.get("type", "other")
         if not isinstance(ltype, str):
             raise rd.error(f"{where}.type", f"{ltype!r} is not a string")
@@ -229,19 +325,33 @@ def from_meshviewer(
             key = link_key(src, dst)
             prev = best.get(key)
             if prev is None:
-                best[key] = {"tq": tq, "type": ltype, "parallel": 1}
+                best[key] = {"tq": tq, "type": ltype, "parallel": 1, "_dirs": (src_tq, dst_tq)}
             else:
                 report.links_merged += 1
                 prev["parallel"] += 1
                 if tq > prev["tq"]:
-                    prev.update(tq=tq, type=ltype)
+                    prev.update(tq=tq, type=ltype, _dirs=(src_tq, dst_tq))
 
+    placeholders = _placeholders(best.values())
+    report.placeholder_tq = {t: {"tq": v, "links": sum(1 for d in best.values() if d["type"] == t
+                                                      and v in d["_dirs"])} for t, v in placeholders.items()}
     g = nx.Graph()
     g.add_nodes_from((n, nodes[n]) for n in sorted(keep))
     for (a, b), d in sorted(best.items()):
-        loss = min(MAX_LOSS, max(0.0, 1.0 - math.sqrt(d["tq"])))
-        delay = TYPE_DELAY_S.get(d["type"].lower())
-        g.add_edge(a, b, **d, loss=loss, **({"delay_s": delay} if delay is not None else {}))
+        dirs = d.pop("_dirs")
+        fake = placeholders.get(d["type"]) in dirs
+        if d["tq"] < min_tq and not fake:
+            report.links_below_min_tq += 1
+            continue
+        m = model_for(d["type"], mods)
+        if m.loss is not None:
+            loss = m.loss
+        elif fake:
+            loss = 0.0
+        else:
+            loss = min(MAX_LOSS, max(0.0, 1.0 - math.sqrt(d["tq"])))
+        extra = {"delay_s": m.delay_s} if m.delay_s is not None else {}
+        g.add_edge(a, b, **d, loss=loss, retries=int(m.retries), placeholder_tq=bool(fake), **extra)
 
     comps = list(nx.connected_components(g))
     report.components = len(comps)
@@ -250,7 +360,12 @@ def from_meshviewer(
         main = _largest(comps)
         report.nodes_dropped_small_components = g.number_of_nodes() - len(main)
         before = g.number_of_edges()
-        g = nx.Graph(g.subgraph(sorted(main)))
+        # built node by node: a subgraph view of under half the nodes iterates its filter *set*, whose
+        # order changes with the process's hash seed
+        h = nx.Graph()
+        h.add_nodes_from((n, g.nodes[n]) for n in sorted(main))
+        h.add_edges_from((a, b, d) for a, b, d in g.edges(data=True) if a in main and b in main)
+        g = h
         report.links_dropped_small_components = before - g.number_of_edges()
     report.nodes_kept = g.number_of_nodes()
     report.links_kept = g.number_of_edges()

@@ -9,6 +9,8 @@ the run will do.
 
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 import numpy as np
 
@@ -36,8 +38,14 @@ def plan(world: World) -> dict:
         "link_types": types, "notes": list(world.notes),
     }
     from twin.topology import betweenness
+    from twin.world import route_cost
 
-    bc = betweenness(g) if g.number_of_nodes() > 2 else {n: 0.0 for n in g}
+    w = route_cost(g, sc.routing.hop_penalty)   # imported meshes: paths as batman-adv routes them
+    topo["paths_by"] = "routing cost (link TQ and hop penalty)" if w else "hop count"
+    if g.number_of_nodes() <= 2:
+        bc = {n: 0.0 for n in g}
+    else:
+        bc = betweenness(g) if w is None else nx.betweenness_centrality(g, weight=w)
     rank = {n: i + 1 for i, n in enumerate(sorted(g.nodes, key=lambda n: (-bc[n], str(n))))}
     cut = set(nx.articulation_points(g))
     faults = []
@@ -50,17 +58,20 @@ def plan(world: World) -> dict:
             "duration_s": f.duration_s,
         })
     hit = {n for f in world.faults for n in f.nodes if n in g}
-    dist_hit = {x: nx.single_source_shortest_path_length(g, x) for x in hit}
+    dist_hit = {x: nx.single_source_dijkstra_path_length(g, x, weight=w or (lambda *_: 1)) for x in hit}
     flows = []
     for i, fl in enumerate(world.flows):
         pairs = []
         for a, b in fl.pairs:
             try:
-                hops = nx.shortest_path_length(g, a, b)
+                path = nx.shortest_path(g, a, b, weight=w)
+                hops = len(path) - 1
+                cost = nx.path_weight(g, path, w) if w else hops
             except nx.NetworkXNoPath:
-                hops = None
+                hops = cost = None
             # a shortest path crosses x when the detour through x is no longer (as pairs_through picks them)
-            via = hops is not None and any(a != x != b and a in d and b in d and d[a] + d[b] == hops
+            via = hops is not None and any(a != x != b and a in d and b in d and math.isclose(d[a] + d[b], cost,
+                                                                                             rel_tol=1e-9)
                                            for x, d in dist_hit.items())
             pairs.append({"src": a, "dst": b, "hops": hops, "via_fault": via})
         hops = [p["hops"] for p in pairs if p["hops"] is not None]
@@ -85,7 +96,7 @@ def lines(p: dict) -> list[str]:
     out = [f"{p['scenario']}: seed {p['seed']}, {p['duration_s']:g} s, {p['routing']}",
            f"topology {t['kind']}: {t['nodes']} nodes, {t['links']} links, components {t['components']}, "
            f"degree {t['degree']['min']}/{t['degree']['mean']}/{t['degree']['max']} (min/mean/max), "
-           f"hop diameter {t['hop_diameter']}"]
+           f"hop diameter {t['hop_diameter']}; faults and pairs placed by {t['paths_by']}"]
     for name, d in t["link_types"].items():
         out.append(f"  links {name}: {d['links']}, loss mean {d['loss_mean']:g} max {d['loss_max']:g}, "
                    f"delay mean {d['delay_ms_mean']:g} ms")

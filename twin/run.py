@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from twin import __version__
+from twin.events import conform
 from twin.results import Analysis, RunWriter, analyse, new_run_id, plot_timeline
 from twin.scenario import Scenario
 from twin.world import World, resolve
@@ -152,6 +153,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.live.runner import run_world as run_live
 
         ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+    ev = conform(ev)  # one events schema whatever the mode (twin/events.py)
     if security is None and loop_info is not None and "security" in loop_info:
         security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)

@@ -46,6 +46,16 @@ class LinkOverride(LinkSpec):
     between: tuple[NodeRef, NodeRef] = Field(description="the two node names of the link")
 
 
+class LinkTypeSpec(_M):
+    """How links of one meshviewer type (wifi, vpn, other, ...) are simulated; unset fields keep the
+    importer's default for that type (see twin/meshviewer.py)."""
+
+    loss: float | None = Field(None, ge=0.0, le=1.0, description="loss per frame; unset: from each link's TQ")
+    delay: Duration | None = Field(None, description="one-way delay")
+    retries: int | None = Field(None, ge=0, le=15, description="link-layer retries of a unicast data frame "
+                                "(802.11 default 7 on wifi); OGMs are broadcasts and never retried")
+
+
 class TopologySpec(_M):
     kind: Literal["line", "ring", "grid", "random_geometric", "graphml", "meshviewer"] = "random_geometric"
     nodes: int = Field(50, ge=2, le=L.MAX_NODES)
@@ -59,6 +69,10 @@ class TopologySpec(_M):
     component: Literal["largest", "all"] = "largest"
     link: LinkSpec = Field(default_factory=LinkSpec)
     links: list[LinkOverride] = Field(default_factory=list, max_length=Items)
+    link_types: dict[str, LinkTypeSpec] = Field(default_factory=dict, description="meshviewer: link model per "
+                                                "link type, e.g. {vpn: {loss: 0.0, delay: 20ms}}")
+    min_tq: float = Field(0.1, ge=0.0, le=1.0, description="meshviewer: drop links whose mean TQ is below this "
+                          "(0.1 sits in a gap of the shipped snapshots' TQ distributions)")
 
     @model_validator(mode="after")
     def _file_needed(self) -> TopologySpec:

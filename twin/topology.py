@@ -375,22 +375,24 @@ def random_pairs(g: nx.Graph, k: int, *, seed: int, same_component: bool = True)
     return [(names[a], names[b]) for a, b in _sample(_PairsInComponents(comp), k, seed)]
 
 
-def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int) -> list[tuple[str, str]]:
+def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | None = None
+                  ) -> list[tuple[str, str]]:
     """``k`` ordered pairs having a shortest path through ``via`` (reference ``pick_pairs(..., via)``).
 
     These are the flows a failure of ``via`` must disturb, so they measure healing. Only pairs in
-    ``via``'s component qualify; fewer than ``k`` candidates returns them all.
+    ``via``'s component qualify; fewer than ``k`` candidates returns them all. ``weight`` names an
+    edge attribute to measure paths by (a routing cost) instead of hops.
     """
     names = list(g.nodes)
     if via not in g:
         raise TopologyError(f"pairs_through: via {via!r} is not a node of the graph")
     v = names.index(via)
     n = len(names)
-    # hop counts by breadth-first search in compiled code (scipy's csgraph): the same numbers as
-    # networkx's all-pairs search (1.5 s of pure Python at 1000 nodes), one block of source rows at a
-    # time so memory stays O(block x n) instead of an n x n matrix (200 MB at 5000 nodes)
-    adj = nx.to_scipy_sparse_array(g, nodelist=names, weight=None, format="csr")
-    dv = csgraph.shortest_path(adj, unweighted=True, directed=False, indices=v)
+    # path lengths (hops, or the ``weight`` attribute) by compiled search (scipy's csgraph): the same
+    # numbers as networkx's all-pairs search (1.5 s of pure Python at 1000 nodes), one block of source
+    # rows at a time so memory stays O(block x n) instead of an n x n matrix (200 MB at 5000 nodes)
+    adj = nx.to_scipy_sparse_array(g, nodelist=names, weight=weight, format="csr")
+    dv = csgraph.shortest_path(adj, unweighted=weight is None, directed=False, indices=v)
     reach = np.isfinite(dv)  # a pair outside via's component cannot pass through it
     reach[v] = False
     flat: list[np.ndarray] = []
@@ -400,8 +402,10 @@ def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int) -> list[tuple[str
         rows = rows[reach[rows]]
         if not len(rows):
             continue
-        dist = csgraph.shortest_path(adj, unweighted=True, directed=False, indices=rows)
-        cand = reach[None, :] & (dv[rows, None] + dv[None, :] == dist)
+        dist = csgraph.shortest_path(adj, unweighted=weight is None, directed=False, indices=rows)
+        through = dv[rows, None] + dv[None, :]
+        on_path = (through == dist) if weight is None else np.isclose(through, dist, rtol=1e-9, atol=1e-12)
+        cand = reach[None, :] & on_path
         cand[np.arange(len(rows)), rows] = False
         r, c = np.nonzero(cand)  # row-major: the reference's lexicographic order
         flat.append(rows[r].astype(np.int64) * n + c)

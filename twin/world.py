@@ -9,6 +9,7 @@ with the file, the line and the field path.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,9 +70,16 @@ def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str], list[Problem]]:
         elif t.kind == "graphml":
             g = topo.from_graphml(base / t.file)
         else:
-            from twin.meshviewer import from_meshviewer
+            from twin.meshviewer import DEFAULT_MODELS, LinkModel, from_meshviewer
 
-            g, report = from_meshviewer(base / t.file, include_offline=t.include_offline, component=t.component)
+            models = {}
+            for name, spec in t.link_types.items():
+                d = DEFAULT_MODELS.get(name.lower(), LinkModel())
+                models[name] = LinkModel(loss=spec.loss if spec.loss is not None else d.loss,
+                                         delay_s=spec.delay if spec.delay is not None else d.delay_s,
+                                         retries=spec.retries if spec.retries is not None else d.retries)
+            g, report = from_meshviewer(base / t.file, include_offline=t.include_offline, component=t.component,
+                                        models=models, min_tq=t.min_tq)
             notes.extend(report.lines())
     except topo.TopologyError as err:
         raise ScenarioError([Problem(_fname(sc), sc.line_of("topology"), "topology", str(err))]) from err
@@ -92,6 +100,27 @@ def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str], list[Problem]]:
     return g, notes, problems
 
 
+def route_cost(g: nx.Graph, hop_penalty: int) -> str | None:
+    """On an imported mesh, the cost batman-adv minimises, as an edge attribute; None elsewhere.
+
+    B.A.T.M.A.N. IV picks the neighbour with the best path TQ: the product over hops of the link TQ
+    (about ``(1 - loss)^2`` for a link losing ``loss`` each way) and the hop penalty
+    ``(255 - hop_penalty) / 255``. Maximising a product is minimising the sum of ``-ln`` of its
+    factors, so shortest paths under this cost are the paths the mesh routes; ``busiest_relay`` and
+    ``select: through`` pairs use them on meshviewer imports, where links differ a lot (hop counts
+    would send flows over 60 %-loss links the mesh itself avoids). Generated topologies have
+    uniform links, where hops give the same paths, and keep the hop-count code (and its reference
+    equivalence).
+    """
+    if g.graph.get("kind") != "meshviewer":
+        return None
+    hp = max(1e-6, (255 - hop_penalty) / 255)
+    for _, _, d in g.edges(data=True):
+        q = max(1e-6, (1.0 - float(d.get("loss") or 0.0)) ** 2)
+        d["route_cost"] = -math.log(q * hp)
+    return "route_cost"
+
+
 def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, problems: list) -> str:
     if spec == "most_central":
         return topo.most_central(g)
@@ -101,7 +130,8 @@ def _node(sc: Scenario, g: nx.Graph, spec: str, where: str, rng: random.Random, 
         keep = g.subgraph(n for n in g.nodes if n not in cut)
         if keep.number_of_nodes() == 0:
             return topo.most_central(g)
-        bc = topo.betweenness(g)
+        w = route_cost(g, sc.routing.hop_penalty)
+        bc = topo.betweenness(g) if w is None else nx.betweenness_centrality(g, weight=w)
         names = list(g.nodes)
         return max((n for n in names if n not in cut), key=lambda n: (bc[n], -names.index(n)))
     if spec == "random":
@@ -172,7 +202,7 @@ def resolve(sc: Scenario) -> World:
             via = _node(sc, g, via, f"traffic[{i}].via", rng, problems)
             if via not in g:
                 continue
-            pairs = topo.pairs_through(g, via, tr.pairs, seed=sc.seed)
+            pairs = topo.pairs_through(g, via, tr.pairs, seed=sc.seed, weight=route_cost(g, sc.routing.hop_penalty))
             if not pairs:
                 problems.append(Problem(_fname(sc), sc.line_of(f"traffic[{i}].via"), f"traffic[{i}].via",
                                         f"no shortest path crosses {via}; pick a more central node"))

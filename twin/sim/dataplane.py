@@ -6,6 +6,11 @@ updates and feasibility); once they are in ``st.xs[dst, node, 0]`` (the in-edge 
 neighbour is the next hop toward ``dst``, -1 for none), probes walk them the same way, so a
 delivery ratio in one model means the same thing as in the other. The walk itself (``walk``) is
 compiled with numba: every probe of a run takes it.
+
+Data frames and OGMs do not see the same loss on wifi: an OGM is a broadcast, sent once, while a
+unicast data frame is retried by 802.11 up to its retry limit (7 by default), so it is lost on a
+hop only when every attempt is. A link's ``retries`` (set per link type by the meshviewer import,
+0 everywhere else) turns its loss p into ``p ** (retries + 1)`` for probes; routing keeps seeing p.
 """
 
 from __future__ import annotations
@@ -132,7 +137,29 @@ class DataPlane:
     """Mixin of the routing twins. Needs ``st`` (``xs``, ``nbr``, ``nbr_index``, ``up``, ``alive``,
     ``quarantined``, ``loss``), ``names``, ``index``, ``delay``, ``rate``, ``blackhole``,
     ``forwarded``, ``fault_down``, ``rng_data``, ``probe_ttl`` and a ``_sync_up(edge)`` that
-    recomputes ``st.up`` from ``fault_down`` and the model's own interface state."""
+    recomputes ``st.up`` from ``fault_down`` and the model's own interface state. A ``graph`` whose
+    edges carry ``retries`` gives data frames link-layer retransmissions (see the module doc)."""
+
+    _dloss_cache: np.ndarray | None = None
+    _retry_cache: np.ndarray | None = None
+
+    def data_loss(self) -> np.ndarray:
+        """Per directed edge, the loss of a unicast data frame: all ``retries + 1`` attempts lost.
+        The OGM loss array itself when no link retries (every generated topology), so those runs
+        draw the very same random numbers as before retries existed."""
+        if self._retry_cache is None:
+            r = np.zeros(len(self.st.loss), np.int64)
+            for a, b, d in getattr(self, "graph", nx.Graph()).edges(data=True):
+                k = int(d.get("retries") or 0)
+                if k:
+                    for e in self._edges(str(a), str(b)):
+                        r[e] = k
+            self._retry_cache = r
+        if not self._retry_cache.any():
+            return self.st.loss
+        if self._dloss_cache is None:
+            self._dloss_cache = self.st.loss ** (self._retry_cache + 1)
+        return self._dloss_cache
 
     def _edges(self, a: str, b: str) -> tuple[int, int]:
         i, j = self.index[a], self.index[b]
@@ -151,6 +178,7 @@ class DataPlane:
             for e in self._edges(*op.link):
                 self.st.loss[e] = op.loss or 0.0
                 self.rate[e] = op.rate_bps or 0.0
+            self._dloss_cache = None
         elif op.kind == "blackhole_on":
             self.blackhole[self.index[op.node]] = 1
         elif op.kind == "blackhole_off":
@@ -166,7 +194,7 @@ class DataPlane:
         hops = np.empty(m, np.int32)
         lat = np.empty(m)
         st = self.st
-        walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, st.loss, src, dst, int(self.probe_ttl),
+        walk_batch(st.xs, st.nbr, st.up, st.alive, st.quarantined, self.data_loss(), src, dst, int(self.probe_ttl),
                      self.delay, self.rate, float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded,
                      code, hops, lat)
         return code, hops, lat
@@ -186,11 +214,13 @@ class DataPlane:
         keep = src != dst
         saved, fwd = self.st.loss.copy(), self.forwarded.copy()
         self.st.loss[:] = 0.0  # reachability is about routes, not random loss
+        self._dloss_cache = None
         try:
             code, _, _ = self.probe(src[keep], dst[keep], 100)
         finally:
             self.st.loss[:] = saved
             self.forwarded[:] = fwd
+            self._dloss_cache = None
         return float((code == 0).mean()) if keep.any() else 0.0
 
     def next_hop(self, node: str, dest: str) -> str | None:

@@ -126,7 +126,7 @@ class BatmanTwin(DataPlane):
         for tp, src, dst, size_bytes, code, lat in due:
             hops = np.empty(len(src), np.int32)
             walk_batch_at(tp, e_t0, e_node, e_orig, e_old, st.nbr_index, col, st.xs, st.nbr, st.up, st.alive,
-                            st.quarantined, st.loss, src, dst, int(self.probe_ttl), self.delay, self.rate,
+                            st.quarantined, self.data_loss(), src, dst, int(self.probe_ttl), self.delay, self.rate,
                             float(size_bytes * 8), self.blackhole, self.rng_data, self.forwarded, code, hops, lat)
         if t > self.t:
             self._end_advance(t)
