@@ -24,4 +24,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# compile the twin's kernel into numba's on-disk cache and measure PQC costs now, so the first
+# `twin run` is as fast as the second (a stale or corrupt cache is rebuilt, see twin/jitcache.py)
+echo "setup: compiling the twin (numba cache) and calibrating PQC costs"
+.venv/bin/python -m twin.sim.warm
 echo "setup: ready (.venv/bin/twin)"

@@ -123,3 +123,15 @@ def test_bad_inventory_names_file_line_and_field(tmp_path):
     assert p.returncode == 2
     assert f"{f}:4: nodes[0].allow_actions" in p.stderr and "'reboot' is not an agent action" in p.stderr
     assert f"{f}:5: nodes[1].mgmt" in p.stderr
+
+
+def test_a_dry_run_from_the_cli_prints_what_the_loop_would_do(lab):
+    """A dry run from the CLI says what the loop would have sent and writes nothing. (The stand-in
+    kernels' fixed tables never show a failure, so the list printed here is empty.)"""
+    inv, agents, tmp = lab
+    sc = tmp / "s.yaml"
+    sc.write_text(SCENARIO)
+    p = _twin("run", str(sc), "--mode", "live", "-i", str(inv), "-o", str(tmp / "out"))
+    assert p.returncode in (0, 1), p.stderr
+    assert "dry run: the loop would have sent" in p.stdout
+    assert all(k.writes == [] for k in agents.kernels.values())

@@ -112,3 +112,41 @@ def test_bench_script_smoke(tmp_path):
         assert cases[case]["p99_ms"] >= cases[case]["median_ms"] or case == "overhead"
     assert {"ratio_handshake", "ratio_verify_action", "ratio", "bar_ratio"} <= set(cases["overhead"])
     assert cases["overhead"]["ratio"] > 0.5
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_and_is_not_remeasured(tmp_path):
+    """A read-only (here: unreachable) cache: costs are measured once, used, and reported unstored."""
+    from twin.pqc.calibrate import COST_KEYS, get_calibration
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = blocker / "meshtwin" / "pqc_calibration.json"  # its parent can never be created
+    first = get_calibration(path=path)
+    assert set(first["costs"]) == set(COST_KEYS) and all(v > 0 for v in first["costs"].values())
+    assert first["stored"] is False and str(blocker) in first["store_error"]
+    again = get_calibration(path=path)
+    assert again["measured_at"] == first["measured_at"]  # kept for the process, not measured twice
+
+
+def test_twin_calibrate_measures_again_and_stores_atomically(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    twin = Path(sys.executable).parent / "twin"
+    env = dict(os.environ, MESHTWIN_CACHE_DIR=str(tmp_path), NO_COLOR="1")
+    entries = []
+    for _ in range(2):
+        proc = subprocess.run([str(twin), "calibrate"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        entries.append(json.loads(proc.stdout))
+    stored = json.loads((tmp_path / "pqc_calibration.json").read_text())
+    (key, entry), = stored.items()
+    assert entry["machine"] in key and entry["backend"] in key and "schema" in key
+    assert entry["measured_at"] == entries[1]["measured_at"] > entries[0]["measured_at"]
+    assert "load_avg_1min" in entry
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    shown = subprocess.run([str(twin), "calibrate", "--show"], capture_output=True, text=True, env=env, timeout=300)
+    assert json.loads(shown.stdout)["measured_at"] == entries[1]["measured_at"]

@@ -1,8 +1,9 @@
 """``twin``: run, validate and compare mesh scenarios.
 
-Exit codes make a scenario a CI gate: 0 every target passed, 1 a target failed, 2 bad input
-(scenario file, arguments), 3 the run could not be carried out (e.g. a missing capability).
-Errors print as one clear message; ``--debug`` adds the traceback.
+Exit codes make a scenario a CI gate (see :mod:`twin.errors`): 0 every target passed, 1 a target
+failed, 2 bad input (scenario file, arguments), 3 the run cannot be carried out here (a missing
+capability, package or permission), 4 the run failed (I/O, crash, interrupted). Errors print as
+one clear line; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -71,67 +72,119 @@ def run(
     seeds: int = typer.Option(None, "--seeds", "-n", help="run N seeds (from --seed or the scenario's) in parallel "
                               "and print distributions and verdicts over them (twin sweep's shorthand)"),
 ) -> None:
-    """Run scenario(s); print the targets table; exit 1 if any target fails."""
+    """Run scenario(s); print the targets table; exit 1 if any target fails.
+
+    Exit codes: 0 every target passed, 1 a target failed, 2 bad input, 3 the run cannot be
+    carried out here (missing capability or package), 4 the run failed (I/O, crash, interrupted).
+    With several files, a bad one is reported and the next one still runs; the exit code is the
+    worst of them.
+    """
+    from twin.outcome import check_out_dir, classify, sigterm_as_interrupt
+
     if seeds is not None:
         from twin.cli_analysis import run_seeds
 
         raise typer.Exit(run_seeds(scenarios, seeds, seed, out_dir, loop, mode, quiet, as_json,
                                    duration=duration))
-    from twin.run import execute
-    from twin.scenario import load
-    from twin.units import parse_duration
 
     if mode not in (None, "sim", "emu", "live"):
         _fail(TwinError(f"--mode must be sim, emu or live (got {mode!r})"))
     if loop not in (None, "on", "off"):
         _fail(TwinError(f"--loop must be on or off (got {loop!r})"))
+    try:
+        check_out_dir(out_dir)
+    except TwinError as e:
+        _fail(e)
+    worst = 0
+    with sigterm_as_interrupt():
+        for path in scenarios:
+            try:
+                code = _run_one(path, mode=mode, out_dir=out_dir, seed=seed, duration=duration, loop=loop,
+                                compare=compare, quiet=quiet, as_json=as_json, inventory=inventory, apply=apply)
+            except BaseException as e:  # noqa: BLE001 - every failure becomes one line and an exit code
+                if isinstance(e, typer.Exit | SystemExit):
+                    raise
+                if _state["debug"]:
+                    raise
+                code, msg = classify(e)
+                prefix = "" if isinstance(e, TwinError) and str(path) in msg else f"{path}: "
+                err.print(f"error: {prefix}{msg}", markup=False, highlight=False, soft_wrap=True)
+                if not isinstance(e, Exception):  # interrupted: stop here, do not start the next file
+                    raise typer.Exit(code) from None
+            worst = max(worst, code)
+    raise typer.Exit(worst)
+
+
+def _run_one(path: Path, *, mode, out_dir: Path, seed, duration, loop, compare: bool, quiet: bool,
+             as_json: bool, inventory: Path | None, apply: bool) -> int:
+    """One scenario file (or its loop off/on pair with ``--compare``); returns 0, 1 or 4 (an emulation
+    run made invalid by a saturated host)."""
+    from twin.run import execute
+    from twin.scenario import load
+
+    sc = _override(load(path), {"seed": seed, "duration": duration})
+    if not sc.targets.model_dump(exclude_none=True) and not as_json:
+        err.print(f"note: {path} sets no targets, so this run proves nothing (it only records); add "
+                  "targets: to make it a gate", highlight=False, markup=False)
+    variants = [False, True] if compare else [None if loop is None else loop == "on"]
+    summaries = []
     failed = invalid = False
-    for path in scenarios:
+    for lp in variants:
+        res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp,
+                                                             inventory=inventory, apply=apply),
+                             sc.duration, quiet or as_json, sc.name)
+        summaries.append(res.summary)
+        for p in res.swept:
+            err.print(f"note: removed {p}, an unfinished run folder left by a killed run more than a day ago",
+                      highlight=False, markup=False)
+        if as_json:
+            out.print_json(json.dumps(res.summary))
+        else:
+            out.print(_targets_table(res.summary))
+            for f in res.summary["faults"]:
+                m = "not recovered" if f["mttr_s"] is None else f"MTTR {f['mttr_s']:.2f}s"
+                un = f.get("unrouted_pairs") or 0
+                note = (f", {un} pair(s) with no route before it (out of reach or not converged), not counted"
+                        if un else "")
+                out.print(f"  {f['label']}: {m}, {f['affected_pairs']} pair(s) affected{note}")
+            out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "
+                      f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
+                      f"{res.run_dir}")
+            if res.summary["mode"] == "live":
+                from twin.live.cli import print_actions
+
+                print_actions(res.events, out, applied=apply)
+        failed |= not res.passed
+        eng = res.journal.get("engine")
+        if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
+            err.print(f"error: {path}: run invalid: {eng['invalid']} (exit 4)", markup=False, highlight=False)
+            invalid = True
+    if compare:
+        _print_compare(summaries)
+    return 4 if invalid else 1 if failed else 0
+
+
+def _override(sc, values: dict):
+    """The scenario with command-line overrides, validated by the same schema and bounds as the
+    file (``--duration 1e400s`` is as bad as ``duration: 1e400s``)."""
+    from pydantic import ValidationError
+
+    from twin.scenario import Scenario, ScenarioError, cross_check
+
+    upd = {k: v for k, v in values.items() if v is not None}
+    if not upd:
+        return sc
+    sc = sc.model_copy()
+    for k, v in upd.items():
         try:
-            sc = load(path)
-            upd = {}
-            if seed is not None:
-                upd["seed"] = seed
-            if duration is not None:
-                upd["duration"] = parse_duration(duration)
-            if upd:
-                sc = sc.updated(**upd)
-            variants = [False, True] if compare else [None if loop is None else loop == "on"]
-            summaries = []
-            for lp in variants:
-                res = _with_progress(lambda p, lp=lp, sc=sc: execute(sc, mode=mode, out=out_dir, progress=p, loop=lp,
-                                                                 inventory=inventory, apply=apply),
-                                     sc.duration, quiet or as_json, sc.name)
-                summaries.append(res.summary)
-                if as_json:
-                    out.print_json(json.dumps(res.summary))
-                else:
-                    out.print(_targets_table(res.summary))
-                    for f in res.summary["faults"]:
-                        m = "not recovered" if f["mttr_s"] is None else f"MTTR {f['mttr_s']:.2f}s"
-                        un = f.get("unrouted_pairs") or 0
-                        note = (f", {un} pair(s) with no route before it (out of reach or not converged), not counted"
-                                if un else "")
-                        out.print(f"  {f['label']}: {m}, {f['affected_pairs']} pair(s) affected{note}")
-                    out.print(f"  delivery ratio {res.summary['delivery_ratio']} over the whole run (a target may "
-                              f"count only after convergence), {res.journal.get('realtime_factor')}x real time -> "
-                              f"{res.run_dir}")
-                failed |= not res.passed
-                eng = res.journal.get("engine")
-                if isinstance(eng, dict) and eng.get("invalid"):  # a busy host, not the mesh: never a target verdict
-                    err.print(f"error: {path}: run invalid: {eng['invalid']} (exit 4)", markup=False, highlight=False)
-                    invalid = True
-            if compare:
-                _print_compare(summaries)
-        except TwinError as e:
-            _fail(e)
-        except ValueError as e:
-            _fail(TwinError(str(e)))
-        except KeyboardInterrupt:
-            err.print(f"interrupted: the unfinished run of {path} was discarded; earlier runs are intact",
-                      markup=False, highlight=False)
-            raise typer.Exit(130) from None
-    raise typer.Exit(4 if invalid else 1 if failed else 0)
+            Scenario.__pydantic_validator__.validate_assignment(sc, k, v)
+        except ValidationError as e:
+            msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise TwinError(f"--{k}: {msg}") from None
+    problems = cross_check(sc, str(sc.source or sc.name))
+    if problems:
+        raise ScenarioError(problems)
+    return sc
 
 
 def _print_compare(s: list[dict]) -> None:
@@ -212,7 +265,7 @@ def compare_cmd(
         _fail(TwinError(str(e)))
     except KeyboardInterrupt:
         err.print("interrupted: the comparison was discarded; finished runs are intact", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(4) from None
     if as_json:
         out.print_json(json.dumps(rep))
     else:
@@ -267,6 +320,24 @@ def schema(output: Path = typer.Option(None, "--output", "-o", help="write to a 
         sys.stdout.write(text + "\n")
 
 
+@app.command()
+def calibrate(show: bool = typer.Option(False, "--show", help="print the stored costs without measuring")) -> None:
+    """Measure what post-quantum crypto costs on this machine (handshake, sign, verify, KEM) and
+    store it, atomically, under the machine's key; sim runs charge these costs.
+
+    setup.sh runs this once. Run it again after a measurement taken on a busy machine (each entry
+    records the load average it was measured under). Exit 4 if the cache cannot be written.
+    """
+    from twin.pqc.calibrate import cache_path, get_calibration
+
+    entry = get_calibration(refresh=not show)
+    out.print_json(json.dumps({"cache": str(cache_path()), **entry}))
+    if entry.get("stored") is False:
+        err.print(f"error: calibration measured but not stored: {entry.get('store_error')}", markup=False,
+                  highlight=False)
+        raise typer.Exit(4)
+
+
 train_app = typer.Typer(help="train the loop's models on twin runs", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
@@ -318,14 +389,20 @@ _mount_optional()
 
 
 def main() -> None:
+    """Console entry point: whatever escapes a command still ends as one line and a meaningful code
+    (``--debug`` anywhere on the line shows the traceback instead)."""
+    from twin.outcome import classify
+
     try:
         app()
-    except TwinError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted: partial results were discarded, earlier runs are intact", markup=False)
-        sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the last line of defence against tracebacks
+        if "--debug" in sys.argv:
+            raise
+        code, msg = classify(e)
+        err.print(f"error: {msg}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def sweep_cmd(
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted: finished runs are kept in sweep.parquet; re-run to continue", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(4) from None  # interrupted: the run failed
     raise typer.Exit(code)
 
 
@@ -237,7 +237,7 @@ def check_cmd(
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted: nothing was written to the baselines", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(4) from None  # interrupted: the run failed
     from twin.atomic import write_text
 
     doc = [r.to_dict() for r in results]

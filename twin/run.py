@@ -11,7 +11,7 @@ import platform
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +31,8 @@ class RunResult:
     events: pd.DataFrame
     run_dir: Path | None
     journal: dict
+    #: stale partial folders (of killed runs, older than a day) this run removed
+    swept: list[Path] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -113,6 +115,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     ``inventory`` and ``apply`` are for ``live`` mode: the lab's inventory file (default
     ``$MESHTWIN_INVENTORY`` or ``live/inventory.yaml``) and whether to act (default: dry run)."""
     mode = mode or sc.mode
+    run_id = run_id or new_run_id(sc.seed, mode)  # the start time names the run
     if loop is not None:
         sc = sc.updated(loop=sc.loop.model_copy(update={"enabled": loop}))
     world = resolve(sc)
@@ -169,8 +172,10 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         "scenario": sc.model_dump(mode="json"),
     }
     run_dir = None
+    swept: list[Path] = []
     if out is not None:
-        w = RunWriter(Path(out), sc.name, run_id or new_run_id(sc.seed, mode))
+        w = RunWriter(Path(out), sc.name, run_id)
+        swept = w.swept
         try:
             w.parquet("events.parquet", ev)
             w.parquet("timeseries.parquet", an.timeseries)
@@ -190,4 +195,5 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     for src in artifacts.values():  # temporary copies made by the backend (UML consoles)
         if Path(src).parent.name.startswith("meshtwin-"):
             shutil.rmtree(Path(src).parent, ignore_errors=True)
-    return RunResult(world=world, analysis=an, summary=summary, events=ev, run_dir=run_dir, journal=journal)
+    return RunResult(world=world, analysis=an, summary=summary, events=ev, run_dir=run_dir, journal=journal,
+                     swept=swept)

@@ -15,13 +15,19 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from twin import limits as L
+from twin import safeyaml
 from twin.errors import TwinError
 from twin.units import Bitrate, Duration, Rate
+
+#: a reference to a node (a name in the topology, or most_central / busiest_relay / random)
+NodeRef = Annotated[str, Field(pattern=L.NODE_PATTERN)]
+Items = L.MAX_ITEMS
 
 
 class _M(BaseModel):
@@ -37,7 +43,7 @@ class LinkSpec(_M):
 
 
 class LinkOverride(LinkSpec):
-    between: tuple[str, str] = Field(description="the two node names of the link")
+    between: tuple[NodeRef, NodeRef] = Field(description="the two node names of the link")
 
 
 class LinkTypeSpec(_M):
@@ -52,16 +58,17 @@ class LinkTypeSpec(_M):
 
 class TopologySpec(_M):
     kind: Literal["line", "ring", "grid", "random_geometric", "graphml", "meshviewer"] = "random_geometric"
-    nodes: int = Field(50, ge=2, le=5000)
+    nodes: int = Field(50, ge=2, le=L.MAX_NODES)
     radius: float | None = Field(None, gt=0.0, le=1.5, description="random_geometric radius (unit square)")
-    avg_degree: float = Field(7.0, gt=1.0, description="used to derive radius when radius is not set")
-    rows: int | None = Field(None, ge=1)
-    cols: int | None = Field(None, ge=1)
-    file: str | None = Field(None, description="graphml / meshviewer file, relative to the scenario file")
+    avg_degree: float = Field(7.0, gt=1.0, le=L.MAX_NODES, description="used to derive radius when radius is not set")
+    rows: int | None = Field(None, ge=1, le=L.MAX_NODES)
+    cols: int | None = Field(None, ge=1, le=L.MAX_NODES)
+    file: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
+                             description="graphml / meshviewer file, relative to the scenario file")
     include_offline: bool = False
     component: Literal["largest", "all"] = "largest"
     link: LinkSpec = Field(default_factory=LinkSpec)
-    links: list[LinkOverride] = Field(default_factory=list)
+    links: list[LinkOverride] = Field(default_factory=list, max_length=Items)
     link_types: dict[str, LinkTypeSpec] = Field(default_factory=dict, description="meshviewer: link model per "
                                                 "link type, e.g. {vpn: {loss: 0.0, delay: 20ms}}")
     min_tq: float = Field(0.1, ge=0.0, le=1.0, description="meshviewer: drop links whose mean TQ is below this "
@@ -71,31 +78,47 @@ class TopologySpec(_M):
     def _file_needed(self) -> TopologySpec:
         if self.kind in ("graphml", "meshviewer") and not self.file:
             raise ValueError(f"topology kind {self.kind} needs 'file'")
+        if self.kind == "grid" and (self.rows or self.cols):
+            rows = self.rows or -(-self.nodes // self.cols)
+            cols = self.cols or -(-self.nodes // rows)
+            if rows * cols > L.MAX_NODES:
+                raise ValueError(f"a grid of {rows} x {cols} has {rows * cols} nodes; at most {L.MAX_NODES} "
+                                 "are allowed")
         return self
+
+    def node_count(self) -> int | None:
+        """Nodes the built topology will have (``None`` for imported files: known after reading)."""
+        if self.kind in ("graphml", "meshviewer"):
+            return None
+        if self.kind == "grid":
+            rows = self.rows or int(round(self.nodes ** 0.5))
+            return rows * (self.cols or -(-self.nodes // rows))
+        return self.nodes
 
 
 class RoutingSpec(_M):
     """B.A.T.M.A.N. IV parameters (kernel defaults) or babel timers for emu."""
 
     protocol: Literal["batman_iv", "babel"] = "batman_iv"
-    orig_interval: Duration = Field(1.0, gt=0.0, description="OGM period")
-    jitter: Duration = Field(0.02, description="OGM jitter (+-)")
+    orig_interval: Duration = Field(1.0, ge=L.MIN_PERIOD_S, description="OGM period")
+    jitter: Duration = Field(0.02, le=60.0, description="OGM jitter (+-)")
     hop_penalty: int = Field(30, ge=0, le=255)
     ttl: int = Field(50, ge=1, le=255)
-    forward_jitter: Duration = Field(0.01, description="forward delay U[0, x)")
-    aggregation: Duration = Field(0.0, description="extra forward hold U[0, x); the kernel holds up to 100ms")
+    forward_jitter: Duration = Field(0.01, le=60.0, description="forward delay U[0, x)")
+    aggregation: Duration = Field(0.0, le=60.0, description="extra forward hold U[0, x); the kernel holds up to "
+                                  "100ms")
     purge_neighbour: Duration = Field(200.0, description="neighbour purge timeout")
     purge_originator: Duration = Field(400.0, description="originator purge timeout")
-    hello_interval: Duration = Field(1.0, gt=0.0, description="babel hello interval")
+    hello_interval: Duration = Field(1.0, ge=L.MIN_PERIOD_S, description="babel hello interval")
 
 
 class ProbeSpec(_M):
     kind: Literal["probe"] = "probe"
-    pairs: int = Field(10, ge=1)
+    pairs: int = Field(10, ge=1, le=L.MAX_PAIRS)
     rate: Rate = Field(10.0, description="probes per second per pair")
     select: Literal["random", "through"] = Field(
         "random", description="through: pairs whose shortest path crosses `via`")
-    via: str = Field("most_central", description="node name or most_central (for select: through)")
+    via: NodeRef = Field("most_central", description="node name or most_central (for select: through)")
     start: Duration = Field(10.0, description="probes start here (warm-up)")
     size: int = Field(1000, ge=28, le=65535, description="probe size in bytes")
 
@@ -107,14 +130,15 @@ FaultKind = Literal["node_crash", "node_recover", "link_down", "link_up", "link_
 class FaultSpec(_M):
     at: Duration
     kind: FaultKind
-    node: str | None = Field(None, description="node name, most_central, busiest_relay (most central node whose "
-                             "loss does not split the mesh) or random")
-    between: tuple[str, str] | None = Field(None, description="the two nodes of a link")
-    groups: list[list[str]] | None = Field(None, description="partition: node groups (others join group 0)")
+    node: NodeRef | None = Field(None, description="node name, most_central, busiest_relay (most central node "
+                                 "whose loss does not split the mesh) or random")
+    between: tuple[NodeRef, NodeRef] | None = Field(None, description="the two nodes of a link")
+    groups: list[Annotated[list[NodeRef], Field(max_length=L.MAX_NODES)]] | None = Field(
+        None, max_length=L.MAX_NODES, description="partition: node groups (others join group 0)")
     loss: float | None = Field(None, ge=0.0, le=1.0)
     rate: Bitrate | None = None
     duration: Duration | None = Field(None, description="repair after this long")
-    period: Duration | None = Field(None, description="link_flap: full down+up period")
+    period: Duration | None = Field(None, ge=2 * L.MIN_PERIOD_S, description="link_flap: full down+up period")
 
     @model_validator(mode="after")
     def _needs(self) -> FaultSpec:
@@ -137,18 +161,24 @@ class AttackSpec(_M):
     at: Duration
     kind: Literal["forged_command", "replayed_command", "expired_command", "revoked_controller",
                   "tampered_telemetry"]
-    node: str = Field("most_central", description="node the malicious command targets")
+    node: NodeRef = Field("most_central", description="node the malicious command targets")
+
+
+#: what the loop may do: the kinds of signed command Plan can issue (``twin.mapek.plan``)
+ActionKind = Literal["set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine",
+                     "steer_fallback", "unsteer_fallback"]
 
 
 class LoopSpec(_M):
     enabled: bool = False
-    period: Duration = Field(0.1, gt=0.0, description="time between loop iterations")
+    period: Duration = Field(0.1, ge=L.MIN_PERIOD_S, description="time between loop iterations")
     warmup: Duration = Field(30.0, description="the loop learns but does not diagnose before this time (emu "
                              "timelines start on a converged mesh, so a few seconds suffice there)")
     detector: Literal["rules", "isolation_forest"] = Field(
         "rules", description="rules: diagnosis only; isolation_forest: also score every node with a trained model")
-    model: str | None = Field(None, description="anomaly model file (twin train detector), relative to the scenario")
-    actions: list[str] = Field(default_factory=lambda: [
+    model: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
+                              description="anomaly model file (twin train detector), relative to the scenario")
+    actions: list[ActionKind] = Field(default_factory=lambda: [
         "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])
     sign: bool = Field(True, description="sign every action (ML-DSA-65) and verify before applying")
     charge_costs: bool = Field(True, description="delay decisions by the measured wall-clock cost of each loop "
@@ -174,11 +204,29 @@ class MttrTarget(_M):
     median: Duration | None = None
     hold: Duration = Field(1.0, description="pairs must deliver continuously this long")
 
+    @model_validator(mode="after")
+    def _some_stat(self) -> MttrTarget:
+        if self.max is None and self.p95 is None and self.median is None:
+            raise ValueError("an mttr target needs a limit: max, p95 and/or median (e.g. max: 20s)")
+        return self
+
 
 class DeliveryTarget(_M):
     min: float = Field(0.99, ge=0.0, le=1.0)
     after: str = Field("converged",
                        description="converged (default), start, heal (after the last repair), or a time like 60s")
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: str) -> str:
+        if v not in ("converged", "start", "heal"):
+            from twin.units import parse_duration
+
+            try:
+                parse_duration(v)
+            except ValueError as err:
+                raise ValueError(f"after must be converged, start, heal or a time like 60s (got {v!r})") from err
+        return v
 
 
 class ConvergenceTarget(_M):
@@ -188,6 +236,12 @@ class ConvergenceTarget(_M):
 class LatencyTarget(_M):
     p99: Duration | None = None
     p50: Duration | None = None
+
+    @model_validator(mode="after")
+    def _some_stat(self) -> LatencyTarget:
+        if self.p99 is None and self.p50 is None:
+            raise ValueError("a loop_latency target needs a limit: p99 and/or p50 (e.g. p99: 5ms)")
+        return self
 
 
 class TargetsSpec(_M):
@@ -205,16 +259,17 @@ class CiSpec(_M):
 
 
 class Scenario(_M):
-    name: str = "scenario"
-    description: str = ""
-    seed: int = 1
+    name: str = Field("scenario", pattern=L.NAME_PATTERN,
+                      description="names the run folder: letters, digits, '.', '_' and '-', at most 64")
+    description: str = Field("", max_length=L.MAX_TEXT)
+    seed: int = Field(1, ge=0, le=L.MAX_SEED)
     duration: Duration = Field(120.0, gt=0.0)
     mode: Literal["sim", "emu", "live"] = "sim"
     topology: TopologySpec = Field(default_factory=TopologySpec)
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
-    traffic: list[ProbeSpec] = Field(default_factory=lambda: [ProbeSpec()])
-    faults: list[FaultSpec] = Field(default_factory=list)
-    attacks: list[AttackSpec] = Field(default_factory=list)
+    traffic: list[ProbeSpec] = Field(default_factory=lambda: [ProbeSpec()], max_length=100)
+    faults: list[FaultSpec] = Field(default_factory=list, max_length=Items)
+    attacks: list[AttackSpec] = Field(default_factory=list, max_length=Items)
     loop: LoopSpec = Field(default_factory=LoopSpec)
     emu: EmuSpec = Field(default_factory=EmuSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
@@ -325,6 +380,15 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+#: what a pattern allows, in words (the regex is in twin.limits)
+_PATTERN_TEXT = {
+    L.NAME_PATTERN: "a name of letters, digits, '.', '_' and '-' (it names the run folder), starting with a "
+                    "letter or digit, at most 64 characters",
+    L.NODE_PATTERN: "a node name of 1 to 128 printable characters (no control characters such as NUL)",
+    r"^[^\x00]*$": "a file name without NUL characters",
+}
+
+
 def _problem(err: dict, fname: str, lines: dict) -> Problem:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     # pydantic puts union/literal branch names into loc; keep only real path parts
@@ -347,6 +411,8 @@ def _problem(err: dict, fname: str, lines: dict) -> Problem:
         msg = "required field is missing"
     else:
         msg = err["msg"].removeprefix("Value error, ")
+        if typ == "string_pattern_mismatch":
+            msg = _PATTERN_TEXT.get(err.get("ctx", {}).get("pattern"), msg)
         if typ == "literal_error":
             msg = f"{value!r} is not allowed; {msg[0].lower()}{msg[1:]}"
         elif value is not None and not isinstance(value, dict | list) and "(got" not in msg:
@@ -354,15 +420,81 @@ def _problem(err: dict, fname: str, lines: dict) -> Problem:
     return Problem(fname, line, _fmt_path(clean), msg)
 
 
+def _check_geometric(t: TopologySpec, bad) -> None:
+    """A random geometric mesh neither too dense (memory) nor too sparse to ever be connected."""
+    if t.kind != "random_geometric" or t.nodes < 3:
+        return
+    import math
+
+    from twin.topology import expected_degree, radius_for_degree
+
+    field = "topology.radius" if t.radius is not None else "topology.avg_degree"
+    deg = expected_degree(t.nodes, t.radius) if t.radius is not None else t.avg_degree
+    need = L.MIN_DEGREE_PER_LN_N * math.log(t.nodes)
+    if deg > L.MAX_MEAN_DEGREE:
+        bad(field, f"{t.nodes} nodes would have {deg:.0f} neighbours each on average; at most "
+            f"{L.MAX_MEAN_DEGREE:.0f} are allowed (a smaller radius or avg_degree)")
+    elif deg < need:
+        r = radius_for_degree(t.nodes, need, edge_correction=True)
+        bad(field, f"{t.nodes} nodes with {deg:.2g} neighbours each on average are almost never connected "
+            f"(about {need:.1f} needed): raise radius to at least {r:.3g} or avg_degree to {need:.1f}")
+
+
+def cross_check(sc: Scenario, fname: str = "<string>") -> list[Problem]:
+    """Bounds that span fields (pairs against nodes, probes over the whole run, flaps) and targets
+    that could never be evaluated; each problem names the field that has to change."""
+    out: list[Problem] = []
+
+    def bad(path: str, msg: str) -> None:
+        out.append(Problem(fname, sc.line_of(path), path, msg))
+
+    n = sc.topology.node_count()
+    _check_geometric(sc.topology, bad)
+    probes = 0.0
+    for i, tr in enumerate(sc.traffic):
+        if n is not None and "pairs" in tr.model_fields_set and tr.pairs > n * (n - 1):  # default 10: "all"
+            bad(f"traffic[{i}].pairs", f"{tr.pairs} pairs, but {n} nodes have only {n * (n - 1)} ordered pairs")
+        probes += tr.pairs * tr.rate * max(0.0, sc.duration - tr.start)
+    if probes > L.MAX_PROBES:
+        bad("traffic", f"{probes:.3g} probes over the run (pairs x rate x probing time); at most "
+            f"{L.MAX_PROBES:.0e} are allowed: fewer pairs, a lower rate or a shorter run")
+    for i, f in enumerate(sc.faults):
+        if f.kind == "link_flap":
+            period = f.period or 2.0
+            active = f.duration if f.duration is not None else max(0.0, sc.duration - f.at)
+            if active / (period / 2) > L.MAX_FLAP_OPS:
+                bad(f"faults[{i}].period", f"flapping every {period:g}s for {active:g}s is "
+                    f"{active / (period / 2):.3g} link changes; at most {L.MAX_FLAP_OPS:.0e} are allowed")
+    tg = sc.targets
+    if tg.loop_latency is not None and not sc.loop.enabled:
+        bad("targets.loop_latency", "loop_latency measures the loop, but loop.enabled is false: enable the loop "
+            "or remove this target")
+    if tg.mttr is not None and not sc.faults:
+        bad("targets.mttr", "an mttr target needs at least one fault (MTTR is measured from a fault)")
+    if not sc.traffic:
+        for name in ("mttr", "delivery_ratio", "convergence"):
+            if getattr(tg, name) is not None:
+                bad(f"targets.{name}", f"{name} is measured with probes, but traffic is empty")
+    after = tg.delivery_ratio.after if tg.delivery_ratio else None
+    if after not in (None, "converged", "start", "heal"):
+        from twin.units import parse_duration
+
+        if parse_duration(after) >= sc.duration:
+            bad("targets.delivery_ratio.after", f"after {after} starts at or after the end of the run "
+                f"({sc.duration:g}s): nothing would be counted")
+    return out
+
+
 def parse(text: str, fname: str = "<string>") -> Scenario:
     """Validate scenario YAML text; raises :class:`ScenarioError` listing every problem."""
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data, node = safeyaml.load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         raise ScenarioError([Problem(fname, mark.line + 1 if mark else None, "",
-                                     f"not valid YAML: {getattr(err, 'problem', err)}")]) from err
+                                     f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
+    except safeyaml.YamlLimitError as err:
+        raise ScenarioError([Problem(fname, err.line, err.path, f"refused: {err}")]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -375,21 +507,39 @@ def parse(text: str, fname: str = "<string>") -> Scenario:
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise ScenarioError(problems) from None
     sc._lines = lines
+    problems = cross_check(sc, fname)
+    if problems:
+        raise ScenarioError(problems)
     return sc
 
 
 def load(path: str | Path) -> Scenario:
-    """Load and validate one scenario file."""
+    """Load and validate one scenario file (at most :data:`twin.limits.MAX_FILE_BYTES`, UTF-8)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as fh:
+            raw = fh.read(L.MAX_FILE_BYTES + 1)
     except OSError as err:
         raise ScenarioError([Problem(str(p), None, "", f"cannot read file: {err.strerror}")]) from err
+    if len(raw) > L.MAX_FILE_BYTES:
+        raise ScenarioError([Problem(str(p), None, "", f"refused: the file is larger than {L.MAX_FILE_BYTES} "
+                                     "bytes (a scenario is a few kB)")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ScenarioError([Problem(str(p), line, "", "not UTF-8 text (a scenario is a YAML text file)")]) from None
     sc = parse(text, str(p))
-    if "name" not in (yaml.safe_load(text) or {}):
-        sc.name = p.stem
+    if "name" not in sc.model_fields_set:
+        sc.name = _safe_name(p.stem)
     sc._source = p.resolve()
     return sc
+
+
+def _safe_name(stem: str) -> str:
+    """A file's stem made into a scenario name (the run folder's name): the name alphabet only."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).lstrip("._-")[:64]
+    return name or "scenario"
 
 
 def json_schema() -> dict:

@@ -19,7 +19,7 @@ import math
 import random
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 
 import networkx as nx
@@ -160,6 +160,11 @@ def _square_distance_cdf(r: float) -> float:
     )
 
 
+def expected_degree(n: int, radius: float) -> float:
+    """Mean degree of ``n`` uniform points in the unit square linked within ``radius`` (border included)."""
+    return (n - 1) * _square_distance_cdf(min(float(radius), math.sqrt(2.0)))
+
+
 def radius_for_degree(n: int, avg_degree: float, *, edge_correction: bool = False) -> float:
     """Radius giving an expected average degree ``avg_degree`` for ``n`` nodes in the unit square.
 
@@ -296,11 +301,58 @@ def most_central(g: nx.Graph) -> str:
     return names[best]
 
 
-def _sample(allp: list[tuple[int, int]], k: int, seed: int) -> list[tuple[int, int]]:
-    """The reference draw: all pairs if k covers them, else ``Random(seed*7919+1).sample``."""
+def _sample(allp: Sequence[tuple[int, int]], k: int, seed: int) -> Sequence[tuple[int, int]]:
+    """The reference draw: all pairs if k covers them, else ``Random(seed*7919+1).sample``.
+
+    ``random.sample`` only takes ``len`` and indexes, so a lazy sequence of pairs draws exactly what
+    the reference's list draws, without holding n^2 tuples (25 million at 5000 nodes, 4 GB)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise TopologyError(f"k must be an integer >= 0, got {k!r}")
     return allp if k >= len(allp) else random.Random(seed * 7919 + 1).sample(allp, k)
+
+
+class _PairsInComponents(Sequence):
+    """All ordered pairs ``(a, b)``, ``a != b``, of nodes in the same component, in lexicographic
+    order, computed on demand from per-node offsets (O(n) memory)."""
+
+    def __init__(self, comp: list[int]):
+        c = np.asarray(comp, dtype=np.int64)
+        self._members = {int(cid): np.flatnonzero(c == cid) for cid in np.unique(c)}
+        self._comp = c
+        counts = np.array([len(self._members[int(x)]) - 1 for x in c], dtype=np.int64)
+        self._start = np.concatenate(([0], np.cumsum(counts)))
+
+    def __len__(self) -> int:
+        return int(self._start[-1])
+
+    def __getitem__(self, i):  # noqa: ANN001 - int index, as random.sample uses it
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        a = int(np.searchsorted(self._start, i, side="right")) - 1
+        r = i - int(self._start[a])
+        m = self._members[int(self._comp[a])]
+        b = int(m[r]) if m[r] < a else int(m[r + 1])
+        return a, b
+
+
+class _FlatPairs(Sequence):
+    """Pairs stored as flat row-major indices ``a * n + b`` (sorted), decoded on demand."""
+
+    def __init__(self, flat: np.ndarray, n: int):
+        self._flat, self._n = flat, n
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    def __getitem__(self, i):  # noqa: ANN001 - int index, as random.sample uses it
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        a, b = divmod(int(self._flat[i]), self._n)
+        return a, b
 
 
 def _component_ids(g: nx.Graph, names: list[Hashable]) -> list[int]:
@@ -319,12 +371,8 @@ def random_pairs(g: nx.Graph, k: int, *, seed: int, same_component: bool = True)
     nothing, ``same_component=False`` reproduces the reference on any graph.
     """
     names = list(g.nodes)
-    n = len(names)
-    allp = [(a, b) for a in range(n) for b in range(n) if a != b]
-    if same_component:
-        comp = _component_ids(g, names)
-        allp = [(a, b) for a, b in allp if comp[a] == comp[b]]
-    return [(names[a], names[b]) for a, b in _sample(allp, k, seed)]
+    comp = _component_ids(g, names) if same_component else [0] * len(names)
+    return [(names[a], names[b]) for a, b in _sample(_PairsInComponents(comp), k, seed)]
 
 
 def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | None = None
@@ -339,17 +387,27 @@ def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | Non
     if via not in g:
         raise TopologyError(f"pairs_through: via {via!r} is not a node of the graph")
     v = names.index(via)
-    # hop counts between all nodes by breadth-first search in compiled code (scipy's csgraph): the same
-    # numbers as networkx's all-pairs search, which took 1.5 s of pure Python at 1000 nodes
+    n = len(names)
+    # path lengths (hops, or the ``weight`` attribute) by compiled search (scipy's csgraph): the same
+    # numbers as networkx's all-pairs search (1.5 s of pure Python at 1000 nodes), one block of source
+    # rows at a time so memory stays O(block x n) instead of an n x n matrix (200 MB at 5000 nodes)
     adj = nx.to_scipy_sparse_array(g, nodelist=names, weight=weight, format="csr")
-    dist = csgraph.shortest_path(adj, unweighted=weight is None, directed=False)
-    dv = dist[v]
+    dv = csgraph.shortest_path(adj, unweighted=weight is None, directed=False, indices=v)
     reach = np.isfinite(dv)  # a pair outside via's component cannot pass through it
     reach[v] = False
-    through = dv[:, None] + dv[None, :]
-    on_path = (through == dist) if weight is None else np.isclose(through, dist, rtol=1e-9, atol=1e-12)
-    cand = reach[:, None] & reach[None, :] & on_path
-    np.fill_diagonal(cand, False)
-    a, b = np.nonzero(cand)  # row-major: the reference's lexicographic order
-    allp = list(zip(a.tolist(), b.tolist(), strict=True))
+    flat: list[np.ndarray] = []
+    block = max(1, 2_000_000 // max(n, 1))
+    for r0 in range(0, n, block):
+        rows = np.arange(r0, min(n, r0 + block))
+        rows = rows[reach[rows]]
+        if not len(rows):
+            continue
+        dist = csgraph.shortest_path(adj, unweighted=weight is None, directed=False, indices=rows)
+        through = dv[rows, None] + dv[None, :]
+        on_path = (through == dist) if weight is None else np.isclose(through, dist, rtol=1e-9, atol=1e-12)
+        cand = reach[None, :] & on_path
+        cand[np.arange(len(rows)), rows] = False
+        r, c = np.nonzero(cand)  # row-major: the reference's lexicographic order
+        flat.append(rows[r].astype(np.int64) * n + c)
+    allp = _FlatPairs(np.concatenate(flat) if flat else np.empty(0, np.int64), n)
     return [(names[a], names[b]) for a, b in _sample(allp, k, seed)]

@@ -2,15 +2,19 @@
 
 Plain numbers are accepted too and mean the base unit (seconds, per second, bit/s), so a
 generated scenario can use floats. Each parser raises ``ValueError`` with the allowed forms, which
-the scenario loader turns into a located error message.
+the scenario loader turns into a located error message. Every value must be finite and within
+:mod:`twin.limits` (``1e400s`` is infinity once parsed: it is rejected here, not in the run).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+from twin.limits import MAX_BITRATE_BPS, MAX_DURATION_S, MAX_RATE_HZ
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 _DUR_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -26,11 +30,12 @@ def parse_duration(v: object) -> float:
     if isinstance(v, int | float):
         if v < 0:
             raise ValueError(f"a duration must not be negative (got {v})")
-        return float(v)
+        return _bounded(float(v), MAX_DURATION_S, "a duration", "30 days (2592000s)", v)
     m = re.fullmatch(_NUM + r"\s*([a-z]+)", str(v).strip().lower())
     if not m or m.group(2) not in _DUR_UNITS:
         raise ValueError(f"a duration like 500ms, 2s, 1.5min or 1h; units: {', '.join(_DUR_UNITS)} (got {v!r})")
-    return float(m.group(1)) * _DUR_UNITS[m.group(2)]
+    return _bounded(float(m.group(1)) * _DUR_UNITS[m.group(2)], MAX_DURATION_S, "a duration",
+                    "30 days (2592000s)", v)
 
 
 def parse_rate(v: object) -> float:
@@ -38,13 +43,15 @@ def parse_rate(v: object) -> float:
     if isinstance(v, bool):
         raise ValueError("a rate like 10/s or 30/min (got a boolean)")
     if isinstance(v, int | float):
-        if v <= 0:
-            raise ValueError(f"a rate must be positive (got {v})")
-        return float(v)
-    m = re.fullmatch(_NUM + r"\s*/\s*([a-z]+)", str(v).strip().lower())
-    if not m or m.group(2) not in _RATE_UNITS:
-        raise ValueError(f"a rate like 10/s, 500/min or 2/ms (got {v!r})")
-    return float(m.group(1)) * _RATE_UNITS[m.group(2)]
+        x = float(v)
+    else:
+        m = re.fullmatch(_NUM + r"\s*/\s*([a-z]+)", str(v).strip().lower())
+        if not m or m.group(2) not in _RATE_UNITS:
+            raise ValueError(f"a rate like 10/s, 500/min or 1/ms (got {v!r})")
+        x = float(m.group(1)) * _RATE_UNITS[m.group(2)]
+    if not x > 0:
+        raise ValueError(f"a rate must be positive (got {v!r})")
+    return _bounded(x, MAX_RATE_HZ, "a rate", "1000/s", v)
 
 
 def parse_bitrate(v: object) -> float:
@@ -52,13 +59,22 @@ def parse_bitrate(v: object) -> float:
     if isinstance(v, bool):
         raise ValueError("a bit rate like 5Mbit, 100kbit or 1Gbit (got a boolean)")
     if isinstance(v, int | float):
-        if v <= 0:
-            raise ValueError(f"a bit rate must be positive (got {v})")
-        return float(v)
-    m = re.fullmatch(_NUM + r"\s*([a-z]+)(?:/s)?", str(v).strip().lower())
-    if not m or m.group(2) not in _BIT_UNITS:
-        raise ValueError(f"a bit rate like 5Mbit, 100kbit or 1Gbit (got {v!r})")
-    return float(m.group(1)) * _BIT_UNITS[m.group(2)]
+        x = float(v)
+    else:
+        m = re.fullmatch(_NUM + r"\s*([a-z]+)(?:/s)?", str(v).strip().lower())
+        if not m or m.group(2) not in _BIT_UNITS:
+            raise ValueError(f"a bit rate like 5Mbit, 100kbit or 1Gbit (got {v!r})")
+        x = float(m.group(1)) * _BIT_UNITS[m.group(2)]
+    if not x > 0:
+        raise ValueError(f"a bit rate must be positive (got {v!r})")
+    return _bounded(x, MAX_BITRATE_BPS, "a bit rate", "1000Gbit", v)
+
+
+def _bounded(x: float, limit: float, what: str, shown: str, raw: object) -> float:
+    """``x`` if finite and at most ``limit``; else the error naming the limit."""
+    if not math.isfinite(x) or x > limit:
+        raise ValueError(f"{what} must be finite and at most {shown} (got {raw!r})")
+    return x
 
 
 def fmt_duration(s: float) -> str:

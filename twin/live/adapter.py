@@ -270,8 +270,7 @@ class LiveAdapter:
             verdict, detail = self._send(signed)
         except AgentUnavailable as err:
             verdict, detail = "unreachable", str(err)
-        applied = verdict == "applied"
-        self.event("action", a.node, verdict, f"{a.kind} {a.params}: {detail}")
+        applied = verdict == "applied"  # the controller logs it (one "action" event, as in sim and emu)
         return ActionResult(a, applied, t, detail=detail if applied else "",
                             rejected_reason="" if applied else f"{verdict}: {detail}")
 

@@ -148,6 +148,17 @@ def stop_cmd(inventory: Path = INV,
     raise typer.Exit(1 if bad else 0)
 
 
+def print_actions(events, console: Console, *, applied: bool, limit: int = 30) -> None:
+    """What the loop did (``--apply``) or would have done (dry run), as the agents answered."""
+    acts = events[events["kind"] == "action"]
+    title = "actions" if applied else "dry run: the loop would have sent (each checked by its agent)"
+    console.print(f"  {title}: {len(acts)}" + ("" if len(acts) else " (none)"))
+    for r in acts.head(limit).itertuples():
+        console.print(f"    t={r.t_s:7.2f}s {r.node}: {r.outcome}: {r.detail}", markup=False, highlight=False)
+    if len(acts) > limit:
+        console.print(f"    ... {len(acts) - limit} more in events.parquet")
+
+
 def agent_cmd(config: Path = typer.Option(Path("/etc/meshtwin/agent.yaml"), "--config", "-c",
                                           help="agent config (written by twin live keys)")) -> None:
     """Run the node agent (normally as the meshtwin-agent systemd service)."""

@@ -18,11 +18,16 @@ Two detectors with different jobs:
 from __future__ import annotations
 
 import numbers
+from pathlib import Path
 
 import numba
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.ensemble import IsolationForest
+
+from twin.jitcache import repair as _repair_jit_cache
+
+_repair_jit_cache(Path(__file__).parent)  # a corrupt numba cache is rebuilt, not crashed on
 
 __all__ = ["ForestDetector", "StreamingDetector", "average_path_length"]
 

@@ -9,7 +9,12 @@ its library version -- exactly the cache key. :func:`sizes` builds real messages
 here because a single ML-DSA-65 signature (3309 B) already needs three frames.
 
 Cache: ``~/.cache/meshtwin/pqc_calibration.json`` (``$MESHTWIN_CACHE_DIR`` overrides the
-directory), one entry per ``backend|machine|library version``, written atomically.
+directory), one entry per ``backend|machine|library version|schema``, written atomically (temp
+file, fsync, rename). ``setup.sh`` measures once at set-up, on an idle machine, so no run has to
+measure mid-run; ``twin calibrate`` measures again (e.g. after a measurement on a busy host: each
+entry records the load average it was taken under). A cache that cannot be written (read-only
+home, full disk) never fails a run: the costs measured are used for the rest of the process and
+the entry says ``"stored": false``.
 """
 
 from __future__ import annotations
@@ -171,28 +176,46 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
+#: entries measured in this process that could not be stored (read-only cache): not measured twice
+_UNSTORED: dict[tuple[str, str], dict] = {}
+
+
 def get_calibration(
     refresh: bool = False, *, backend: str | Backend | None = None, path: str | os.PathLike[str] | None = None
 ) -> dict:
-    """The cache entry for this backend/machine/version: ``{"costs": {...}, "measured_at": ..., ...}``."""
+    """The cache entry for this backend/machine/version: ``{"costs": {...}, "measured_at": ..., ...}``.
+
+    Measures (about 0.5 s) when there is no entry or ``refresh``; stores it atomically if it can."""
     be = get_backend(backend)
     p = Path(path) if path is not None else cache_path()
     key = cache_key(be)
-    data = _read_cache(p)
-    entry = data.get(key)
-    if refresh or not isinstance(entry, dict) or set(entry.get("costs", {})) != set(COST_KEYS):
+    entry = None if refresh else (_read_cache(p).get(key) or _UNSTORED.get((str(p), key)))
+    if not isinstance(entry, dict) or set(entry.get("costs", {})) != set(COST_KEYS):
         entry = {
             "backend": be.name,
             "library_version": be.version,
             "machine": machine_id(),
             "schema": SCHEMA,
             "measured_at": time.time(),
+            "load_avg_1min": _load_avg(),
             "costs": measure_costs(be),
         }
         data = _read_cache(p)  # re-read: another process may have added entries meanwhile
         data[key] = entry
-        atomic_write(p, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode=0o644)
+        try:
+            atomic_write(p, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), mode=0o644)
+            _UNSTORED.pop((str(p), key), None)
+        except OSError as err:  # read-only or full: keep the measurement for this process only
+            entry = dict(entry, stored=False, store_error=f"{p}: {err.strerror or err}")
+            _UNSTORED[(str(p), key)] = entry
     return entry
+
+
+def _load_avg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def get_costs(
