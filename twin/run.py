@@ -169,7 +169,13 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     elif mode == "emu":
         from twin.emu.bridge import run_world
 
-        ev, engine, wall, loop_info = run_world(world, progress=progress)
+        holder: dict = {}
+        watch = _watch(mode, lambda: holder.get("ctl"))
+        try:
+            ev, engine, wall, loop_info = run_world(world, progress=progress, holder=holder)
+        finally:
+            if watch is not None:
+                watch.close()
         overhead = None
         artifacts = engine.pop("artifacts", {})
     else:

@@ -16,8 +16,9 @@ from twin.errors import RunError
 from twin.world import World
 
 
-def run_world(world: World, *, progress=None):
-    """Returns (events, engine info, wall seconds, loop stats or None)."""
+def run_world(world: World, *, progress=None, holder: dict | None = None):
+    """Returns (events, engine info, wall seconds, loop stats or None). ``holder`` (optional) gets
+    the controller as ``holder["ctl"]`` once it exists (controller metrics read it)."""
     from twin.emu.runner import run_emu
 
     sc = world.scenario
@@ -29,7 +30,7 @@ def run_world(world: World, *, progress=None):
             pairs.append(pr)
             flow_of.append((fi, pi))
     rate = max((f.rate for f in world.flows), default=1.0)
-    holder: dict = {}
+    holder = {} if holder is None else holder
 
     def on_tick(adapter):
         brain = holder.get("brain")

@@ -71,7 +71,10 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
     ad = LiveAdapter(inv, ident, bundle, apply_enabled=apply, names=list(world.nodes))
     run_id = f"{sc.name}-{int(time.time())}"
     status = inv.path(inv.controller.state_dir) / "status.json"
-    metrics = ControllerMetrics("live", inv.controller.metrics_port)
+    from twin.observability import metrics_port
+
+    port = inv.controller.metrics_port if inv.controller.metrics_port is not None else metrics_port()
+    metrics = ControllerMetrics("live", port)
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _term(*_a):
