@@ -107,12 +107,10 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
         ad.start_probes(pairs, rate)
         ad.probe_rows.clear()
         if sc.loop.enabled:
-            from twin.mapek.analyze import Analyzer
-            from twin.mapek.loop import Controller
-            from twin.mapek.plan import Planner
+            from twin.mapek.factory import build_brain
 
-            ctl = Controller(ad, planner=Planner(allowed=sc.loop.actions), signer=LiveSigner(ident),
-                             analyzer=Analyzer(warmup_s=sc.loop.warmup))
+            ctl = build_brain(ad, sc.loop, signer=LiveSigner(ident), base_interval_s=sc.routing.orig_interval,
+                              source_dir=sc.source.parent if sc.source else None).controller
         ops = sorted(world.ops)
         i, next_tick, next_prog, next_obs = 0, 0.0, 0.0, 0.0
         last_nh = None
