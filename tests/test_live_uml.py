@@ -84,7 +84,8 @@ def test_relay_crash_end_to_end_in_sim_emu_and_live_with_the_same_loop(request, 
         p = _twin("run", str(SCENARIO), "--mode", mode, "-o", str(tmp_path / mode), "--json", "-q",
                   "--duration", "32s", *extra)  # the relay crashes at 15 s
         out, err = p.communicate(timeout=600)
-        assert p.returncode in (0, 1), f"{mode}: {err[-2000:]}"
+        # emu may exit 4: its load guard marks a run on a saturated host invalid (the summary still comes)
+        assert p.returncode in ((0, 1, 4) if mode == "emu" else (0, 1)), f"{mode}: {err[-2000:]}"
         runs[mode] = json.loads(out)
 
     run("sim")

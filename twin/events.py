@@ -32,7 +32,7 @@ import pandas as pd
 COLUMNS: dict[str, str] = {"t_s": "float64", "kind": "category", "node": "category", "peer": "category",
                            "outcome": "category", "latency_ms": "float64", "valid": "bool", "fault": "int64",
                            "detail": "category", "flow": "int32", "pair": "int32"}
-KINDS = ("probe", "route_change", "op", "action", "anomaly", "diagnosis", "attack", "note")
+KINDS = ("probe", "route_change", "op", "action", "anomaly", "diagnosis", "no_action", "attack", "note")
 _DEFAULTS = {"flow": -1, "pair": -1, "fault": -1, "valid": True}
 
 
