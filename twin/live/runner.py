@@ -139,7 +139,7 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
                     ad.observe()
                     next_obs = now + 0.5
                 last_nh = _route_changes(ad, last_nh)
-                next_tick = max(next_tick + ((sc.loop.period or sc.control.poll) if ctl else 0.5), ad.now())
+                next_tick = max(next_tick + (_period(sc) if ctl else 0.5), ad.now())
             if progress is not None and now >= next_prog:
                 progress(now)
                 next_prog += 1.0
@@ -178,6 +178,12 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
         loop_info["verify_p50_ms"] = round(float(np.median(ad.verify_ms)), 4) if ad.verify_ms else None
         loop_info["rejected"] = dict(ad.verdicts)
     return ev, engine, time.monotonic() - wall0, loop_info
+
+
+def _period(sc) -> float:
+    """The loop period: the scenario's, else its control-plane poll interval, else 1 s."""
+    control = getattr(sc, "control", None)
+    return float(sc.loop.period or getattr(control, "poll", None) or 1.0)
 
 
 def _route_changes(ad, last):
