@@ -84,7 +84,8 @@ def test_relay_crash_end_to_end_in_sim_emu_and_live_with_the_same_loop(request, 
         p = _twin("run", str(SCENARIO), "--mode", mode, "-o", str(tmp_path / mode), "--json", "-q",
                   "--duration", "32s", *extra)  # the relay crashes at 15 s
         out, err = p.communicate(timeout=600)
-        assert p.returncode in (0, 1), f"{mode}: {err[-2000:]}"
+        # emu may exit 4: its load guard marks a run on a saturated host invalid (the summary still comes)
+        assert p.returncode in ((0, 1, 4) if mode == "emu" else (0, 1)), f"{mode}: {err[-2000:]}"
         runs[mode] = json.loads(out)
 
     run("sim")
@@ -197,7 +198,7 @@ def test_ctrl_c_during_a_live_run_leaves_every_node_at_its_pre_run_settings(stan
     assert lab.settings("n1")["hop_penalty"] == 120 and lab.settings("n3")["orig_interval_ms"] == 300
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
+    assert p.returncode == 4 and "interrupted" in err, err  # exit 4: the run failed (interrupted)
     for n in lab.lab.names:
         assert lab.settings(n) == PRE, (n, lab.settings(n))
     assert all(any(e["event"] == "end_run" for e in lab.audit(n)) for n in lab.lab.names)

@@ -20,7 +20,7 @@ loop: {enabled: true, period: 250ms, warmup: 5s}
 
 
 def test_watch_counts_every_iteration_incident_and_action_of_a_sim_run():
-    from twin.sim.adapter import make_loop_process
+    from twin.sim.loop import make_loop_process
     from twin.sim.runner import run_sim
     from twin.world import resolve
 

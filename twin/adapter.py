@@ -36,6 +36,42 @@ ACTION_KINDS: dict[str, str] = {
 }
 
 
+#: Routing protocols, named as scenarios name them (``routing.protocol``).
+PROTOCOLS: tuple[str, ...] = ("batman_iv", "babel")
+#: What an adapter is or offers besides actions: it reports telemetry, runs probes, is the SimPy
+#: twin, runs real batman-adv kernels (UML nodes), or drives lab nodes' agents.
+FEATURES: tuple[str, ...] = ("observe", "probes", "twin", "kernel", "live")
+#: Prefix of host facilities an adapter probed (``host:netem``, ``host:nftables``, ...).
+HOST_PREFIX = "host:"
+
+
+def protocol_capability(protocol: str) -> str:
+    """``protocol:<name>`` for a routing protocol; ``batman`` (the emulator's daemon name) is
+    ``batman_iv``, so every mode spells it the same way."""
+    name = {"batman": "batman_iv", "batman-adv": "batman_iv"}.get(protocol, protocol)
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown routing protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    return f"protocol:{name}"
+
+
+def capability_set(protocol: str, actions, *, features=(), host: dict | None = None) -> frozenset[str]:
+    """The one capability vocabulary of every mode: ``protocol:<p>``, the action kinds the adapter
+    can carry out (names of :data:`ACTION_KINDS`), features (:data:`FEATURES`) and probed host
+    facilities (``host:<name>`` for each one present)."""
+    acts = set(actions)
+    unknown = acts - set(ACTION_KINDS)
+    bad = set(features) - set(FEATURES)
+    if unknown or bad:
+        raise ValueError(f"unknown capability {sorted(unknown | bad)}")
+    return frozenset({protocol_capability(protocol)} | acts | set(features)
+                     | {f"{HOST_PREFIX}{k}" for k, v in (host or {}).items() if v is True})
+
+
+def speaks(capabilities: frozenset[str] | None, protocol: str) -> bool:
+    """Whether an adapter with these capabilities runs ``protocol`` (unknown capabilities: yes)."""
+    return capabilities is None or protocol_capability(protocol) in capabilities
+
+
 @dataclass(frozen=True)
 class Action:
     """A change the loop wants, in routing-protocol terms.
@@ -73,6 +109,11 @@ class SignedAction:
     envelope: bytes | None = None
 
 
+#: ``rejected_reason`` prefix of a command that never reached its node (lost on the way, no
+#: route to it, node down): the node did not refuse it, it never saw it.
+UNDELIVERED = "undelivered: "
+
+
 @dataclass(frozen=True)
 class ActionResult:
     action: Action
@@ -85,7 +126,7 @@ class ActionResult:
 
 @dataclass
 class Telemetry:
-    """One consistent snapshot, as the nodes report it.
+    """What the nodes reported, one row per node (each with its own age, see ``report_age``).
 
     Dense matrices are indexed ``[reporting node, destination]``; ``-1`` / ``nan`` mark "no
     entry". Link rows are directed ``(node, neighbour)`` entries of the neighbour tables.
@@ -110,6 +151,12 @@ class Telemetry:
     probe_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     orig_interval_s: np.ndarray | None = None  # float32[N]: configured OGM period per node
     forward_packets: np.ndarray | None = None  # int64[N]: frames relayed (batctl statistics "forward")
+    #: float[N]: seconds since the row of each node was read on the node (its snapshot's own age;
+    #: nan: no report yet). Rows are per node, never one global consistent copy.
+    report_age: np.ndarray | None = None
+    #: int64[L]: relayed frames of neighbour ``link_dst`` that node ``link_src`` overheard (a
+    #: watchdog on the shared medium): the neighbours' view of a node's forwarding, not its own
+    link_fwd_heard: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property

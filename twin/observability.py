@@ -1,6 +1,8 @@
 """Controller-side observability, in any mode: Prometheus metrics and optional OpenTelemetry spans.
 
-Metrics (``prometheus-client``, one registry per controller, served when a port is given):
+Metrics (``prometheus-client``, one registry per controller, served on 127.0.0.1 when a port is
+given: ``MESHTWIN_METRICS_PORT`` in every mode, or ``controller.metrics_port`` in a live inventory;
+sim and emu feed them through :class:`ControllerWatch`, live records each iteration directly):
 ``meshtwin_loop_phase_seconds{phase}`` (histogram of observe/monitor/analyze/plan/sign/execute
 per iteration), ``meshtwin_incidents_total{diagnosis}``, ``meshtwin_actions_total{kind,verdict}``,
 ``meshtwin_nodes_reporting``.

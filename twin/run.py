@@ -73,6 +73,25 @@ def attribute_incidents(faults: list[dict], world: World, loop_info: dict) -> No
     loop_info["false_actions"] = sum(len(i["actions"]) for i in acted)
 
 
+def control_overhead(sc: Scenario, twin, handle) -> dict:
+    """Control traffic per node and second: routing frames from the twin's counters, plus the
+    loop's polls, reports and commands as the control channel carried them."""
+    from twin.control.overhead import BABEL_FRAME_BYTES, OGM_FRAME_BYTES, OverheadMeter
+
+    channel = handle.channel if handle is not None else None
+    meter = channel.meter if channel is not None else OverheadMeter(twin.n)
+    frame = BABEL_FRAME_BYTES if sc.routing.protocol == "babel" else OGM_FRAME_BYTES
+    out = meter.summary(sc.duration, int(twin.st.tx.sum()), frame)
+    out["channel"] = handle.channel_info() if handle is not None else None
+    return out
+
+
+def overhead_target(sc: Scenario, overhead: dict | None) -> dict:
+    lim = sc.targets.control_overhead.max
+    val = None if overhead is None else overhead["total_bit_per_node_s"]
+    return {"value": val, "limit": lim, "unit": "bit/s per node", "pass": val is not None and val <= lim}
+
+
 def _summary(world: World, an: Analysis, mode: str, loop_info: dict | None) -> dict:
     sc = world.scenario
     s = {
@@ -126,12 +145,12 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         from twin.sim.runner import events_frame, run_sim
 
         tick = None
-        controller = None
+        handle = None
         if sc.loop.enabled or sc.attacks:
-            from twin.sim.adapter import make_loop_process
+            from twin.sim.loop import make_loop_process
 
-            tick, controller = make_loop_process(world, loop=sc.loop.enabled)
-        watch = _watch(mode, lambda: getattr(controller, "controller", None)) if controller is not None else None
+            tick, handle = make_loop_process(world, loop=sc.loop.enabled)
+        watch = _watch(mode, lambda: getattr(handle, "controller", None)) if handle is not None else None
         try:
             rec, twin = run_sim(world, loop_tick=tick, progress=progress)
         finally:
@@ -140,25 +159,39 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         ev = events_frame(world, rec, twin)
         engine = rec.engine
         wall = rec.wall_s
-        if controller is not None:
-            stats = controller.stats()
+        overhead = control_overhead(sc, twin, handle)
+        if handle is not None:
+            stats = handle.stats()
             security = stats.pop("security", None)
             loop_info = stats if sc.loop.enabled else None
+            if handle.brain is not None:
+                handle.brain.finish()
     elif mode == "emu":
         from twin.emu.bridge import run_world
 
-        ev, engine, wall, loop_info = run_world(world, progress=progress)
+        holder: dict = {}
+        watch = _watch(mode, lambda: holder.get("ctl"))
+        try:
+            ev, engine, wall, loop_info = run_world(world, progress=progress, holder=holder)
+        finally:
+            if watch is not None:
+                watch.close()
+        overhead = None
         artifacts = engine.pop("artifacts", {})
     else:
         from twin.live.runner import run_world as run_live
 
         ev, engine, wall, loop_info = run_live(world, inventory=inventory, apply=apply, progress=progress)
+        overhead = None
     ev = conform(ev)  # one events schema whatever the mode (twin/events.py)
     if security is None and loop_info is not None and "security" in loop_info:
         security = loop_info.pop("security")  # one place in summary.json, whatever the mode
     an = analyse(ev, sc, world.faults, loop_info=loop_info, mode=mode)
     if loop_info is not None:
         attribute_incidents(an.faults, world, loop_info)
+    an.extra["control_overhead"] = overhead  # None: not measured in this mode (yet)
+    if sc.targets.control_overhead is not None:
+        an.targets["control_overhead"] = overhead_target(sc, overhead)
     summary = _summary(world, an, mode, loop_info)
     if security is not None:
         summary["security"] = security

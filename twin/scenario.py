@@ -169,18 +169,56 @@ ActionKind = Literal["set_orig_interval", "set_hop_penalty", "hardif_down", "har
                      "steer_fallback", "unsteer_fallback"]
 
 
+class ControlSpec(_M):
+    """How the controller reaches the node agents: its telemetry polls and its commands.
+
+    ``out_of_band``: a management network beside the mesh, with the given round-trip time and
+    loss per message. ``in_band``: over the mesh itself, from the node the controller sits on
+    (``controller``): a node with no route to it can neither report nor be commanded, and
+    messages are lost as the mesh loses them and delayed per hop (``rtt`` and ``loss`` then do not
+    apply).
+    """
+
+    path: Literal["out_of_band", "in_band"] = "out_of_band"
+    poll: Duration = Field(1.0, ge=0.05, le=3600.0, description="telemetry poll period (every node reports once "
+                           "per poll, signed, with its own age)")
+    rtt: Duration = Field(0.01, le=10.0, description="out_of_band: round-trip time controller <-> node")
+    loss: float = Field(0.0, ge=0.0, le=1.0, description="out_of_band: loss probability of each message")
+    controller: str | None = Field(None, description="in_band: node the controller sits on (default: the "
+                                   "best-connected node, most neighbours, first by name)")
+
+
+LOOP_ACTIONS = ("set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback")
+
+
 class LoopSpec(_M):
     enabled: bool = False
-    period: Duration = Field(0.1, ge=L.MIN_PERIOD_S, description="time between loop iterations")
+    period: Duration | None = Field(None, ge=L.MIN_PERIOD_S, description="time between loop iterations "
+                                    "(default: one per telemetry poll, control.poll)")
     warmup: Duration = Field(30.0, description="the loop learns but does not diagnose before this time (emu "
                              "timelines start on a converged mesh, so a few seconds suffice there)")
-    detector: Literal["rules", "isolation_forest"] = Field(
-        "rules", description="rules: diagnosis only; isolation_forest: also score every node with a trained model")
-    model: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
-                              description="anomaly model file (twin train detector), relative to the scenario")
-    actions: list[ActionKind] = Field(default_factory=lambda: [
-        "set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "steer_fallback"])
+    detector: Literal["rules"] = Field(
+        "rules", description="rules: diagnosis by loss-adjusted silence and probe-path rules (the anomaly forest "
+        "is trained and judged offline, `twin train detector`; it decides nothing in the loop)")
+    knowledge: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[^\x00]*$",
+                                  description="incident file kept across runs (JSON, relative to the scenario): "
+                                  "past incidents are loaded at start and this run's are added at the end")
+    actions: list[ActionKind] = Field(default_factory=lambda: list(LOOP_ACTIONS))
+    budget: int = Field(6, ge=1, le=1000, description="commands per node per minute the loop may send (restores "
+                        "are exempt); more are refused and logged")
+    confirm: int = Field(2, ge=1, le=20, description="consecutive polls a diagnosis must persist before the loop "
+                         "acts on it")
     sign: bool = Field(True, description="sign every action (ML-DSA-65) and verify before applying")
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _no_forest(cls, v: Any) -> Any:
+        if v == "isolation_forest":
+            raise ValueError("'isolation_forest' no longer runs in the loop: its scores decided nothing (they "
+                             "were only logged); train and judge it offline with `twin train detector` and "
+                             "bench/ml_twin.py. Allowed: 'rules'")
+        return v
+
     charge_costs: bool = Field(True, description="delay decisions by the measured wall-clock cost of each loop "
                                "phase and signature; false makes loop runs byte-reproducible (costs still recorded)")
 
@@ -244,8 +282,14 @@ class LatencyTarget(_M):
         return self
 
 
+class OverheadTarget(_M):
+    max: Bitrate = Field(description="bound on the mean control traffic per node: routing frames (OGMs, "
+                         "hellos) plus the loop's telemetry and commands, e.g. 20kbit/s")
+
+
 class TargetsSpec(_M):
     mttr: MttrTarget | None = None
+    control_overhead: OverheadTarget | None = None
     delivery_ratio: DeliveryTarget | None = None
     convergence: ConvergenceTarget | None = None
     loop_latency: LatencyTarget | None = None
@@ -271,6 +315,7 @@ class Scenario(_M):
     faults: list[FaultSpec] = Field(default_factory=list, max_length=Items)
     attacks: list[AttackSpec] = Field(default_factory=list, max_length=Items)
     loop: LoopSpec = Field(default_factory=LoopSpec)
+    control: ControlSpec = Field(default_factory=ControlSpec)
     emu: EmuSpec = Field(default_factory=EmuSpec)
     targets: TargetsSpec = Field(default_factory=TargetsSpec)
     ci: CiSpec | None = Field(None, description="run by `twin check` against results/baselines/")

@@ -52,7 +52,7 @@ GRID = "{kind: grid, rows: 7, cols: 7}"
 
 def _run_with_loop(text: str, *, record: bool = True):
     """Run a scenario with the loop and return (controller, world, events)."""
-    from twin.sim.adapter import make_loop_process
+    from twin.sim.loop import make_loop_process
     from twin.sim.runner import events_frame, run_sim
 
     world = resolve(parse(text))

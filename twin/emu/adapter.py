@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from twin.adapter import ACTION_KINDS, Action, ActionResult, SignedAction, Telemetry
+from twin.adapter import ACTION_KINDS, Action, ActionResult, SignedAction, Telemetry, capability_set
 from twin.babel_metric import BATMAN_HOP_PENALTY, INFINITY, hop_penalty_rxcost, link_quality, route_quality
 from twin.emu.capabilities import EmuError
 from twin.emu.daemons import Babel, Batman, DaemonError
@@ -67,8 +67,7 @@ class EmuAdapter:
             kinds -= {"steer_fallback", "unsteer_fallback"}
         if not self.caps.get("nftables"):
             kinds -= {"quarantine", "unquarantine"}
-        return frozenset(kinds | {"observe", "probes", f"protocol:{self.protocol}"}
-                         | {f"cap:{k}" for k, v in self.caps.items() if v is True})
+        return capability_set(self.protocol, kinds, features=("observe", "probes"), host=self.caps)
 
     def event(self, kind: str, node: str | None = None, peer: str | None = None,
               outcome: str | None = None, detail: str = "", latency_ms: float = math.nan, fault: int = -1,

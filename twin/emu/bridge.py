@@ -16,8 +16,9 @@ from twin.errors import RunError
 from twin.world import World
 
 
-def run_world(world: World, *, progress=None):
-    """Returns (events, engine info, wall seconds, loop stats or None)."""
+def run_world(world: World, *, progress=None, holder: dict | None = None):
+    """Returns (events, engine info, wall seconds, loop stats or None). ``holder`` (optional) gets
+    the controller as ``holder["ctl"]`` once it exists (controller metrics read it)."""
     from twin.emu.runner import run_emu
 
     sc = world.scenario
@@ -29,22 +30,19 @@ def run_world(world: World, *, progress=None):
             pairs.append(pr)
             flow_of.append((fi, pi))
     rate = max((f.rate for f in world.flows), default=1.0)
-    holder: dict = {}
+    holder = {} if holder is None else holder
 
     def on_tick(adapter):
-        ctl = holder.get("ctl")
-        if ctl is None:
-            from twin.mapek.loop import Controller
-            from twin.mapek.plan import Planner
-            from twin.sim.security import ControlPlane
+        brain = holder.get("brain")
+        if brain is None:
+            from twin.mapek.factory import build_brain, control_plane
 
-            plane = holder["plane"] = ControlPlane() if sc.loop.sign else None
+            plane = holder["plane"] = control_plane(sc.loop)
             node_side = VerifyingAdapter(adapter, plane) if plane else adapter
-            from twin.mapek.analyze import Analyzer
-
-            ctl = holder["ctl"] = Controller(node_side, planner=Planner(allowed=sc.loop.actions), signer=plane,
-                                             analyzer=Analyzer(warmup_s=sc.loop.warmup))
-        ctl.tick()
+            brain = holder["brain"] = build_brain(node_side, sc.loop, base_interval_s=sc.routing.hello_interval,
+                                                  plane=plane, source_dir=sc.source.parent if sc.source else None)
+            holder["ctl"] = brain.controller
+        brain.controller.tick()
 
     def prog(t, _d=None):
         if progress:
@@ -59,12 +57,12 @@ def run_world(world: World, *, progress=None):
                               hop_penalty=sc.routing.hop_penalty, aggregation=sc.routing.aggregation > 0,
                               boot_wave=sc.emu.boot_wave)
             run = run_uml(world.graph, world.ops, pairs, duration_s=sc.duration, probe_rate_hz=rate, seed=sc.seed,
-                          opts=opts, loop_period_s=sc.loop.period if sc.loop.enabled else None,
+                          opts=opts, loop_period_s=(sc.loop.period or sc.control.poll) if sc.loop.enabled else None,
                           on_tick=on_tick if sc.loop.enabled else None, progress=prog)
         else:
             run = run_emu(world.graph, world.ops, pairs, duration_s=sc.duration, probe_rate_hz=rate, seed=sc.seed,
                           protocol=protocol, hello_interval_s=sc.routing.hello_interval,
-                          loop_period_s=sc.loop.period if sc.loop.enabled else None,
+                          loop_period_s=(sc.loop.period or sc.control.poll) if sc.loop.enabled else None,
                           on_tick=on_tick if sc.loop.enabled else None, progress=prog)
     except Exception as err:  # EmuError and friends: a run that could not happen, said clearly
         if err.__class__.__name__ == "EmuError":
@@ -91,6 +89,8 @@ def run_world(world: World, *, progress=None):
               "capabilities": run.capabilities, "load": run.load,
               "impairments": run.impairments, "convergence_s": run.convergence_s, "timings": run.timings}
     loop_info = holder["ctl"].stats() if "ctl" in holder else None
+    if "brain" in holder:
+        holder["brain"].finish()
     if loop_info is not None and holder.get("plane") is not None:
         loop_info["security"] = holder["plane"].summary()
     if not run.load.get("valid_run", True):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.adapter import Action, ActionResult, SignedAction, Telemetry
+from twin.adapter import ACTION_KINDS, Action, ActionResult, SignedAction, Telemetry, capability_set
 from twin.live.client import AgentClient, AgentUnavailable
 from twin.live.inventory import Inventory
 from twin.live.safety import TokenBucket
@@ -93,7 +93,7 @@ class LiveAdapter:
         kinds: set[str] = set()
         for n in self.inventory.nodes:
             kinds |= set(n.allow_actions)
-        return frozenset(kinds | {"observe", "protocol:batman", "live"})
+        return capability_set("batman_iv", kinds & set(ACTION_KINDS), features=("observe", "live"))
 
     def event(self, kind: str, node: str | None, outcome: str, detail: str = "", peer: str | None = None) -> None:
         self.events.append({"t_s": self.now(), "kind": kind, "node": node, "peer": peer, "outcome": outcome,

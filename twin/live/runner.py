@@ -71,7 +71,10 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
     ad = LiveAdapter(inv, ident, bundle, apply_enabled=apply, names=list(world.nodes))
     run_id = f"{sc.name}-{int(time.time())}"
     status = inv.path(inv.controller.state_dir) / "status.json"
-    metrics = ControllerMetrics("live", inv.controller.metrics_port)
+    from twin.observability import metrics_port
+
+    port = inv.controller.metrics_port if inv.controller.metrics_port is not None else metrics_port()
+    metrics = ControllerMetrics("live", port)
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _term(*_a):
@@ -104,12 +107,10 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
         ad.start_probes(pairs, rate)
         ad.probe_rows.clear()
         if sc.loop.enabled:
-            from twin.mapek.analyze import Analyzer
-            from twin.mapek.loop import Controller
-            from twin.mapek.plan import Planner
+            from twin.mapek.factory import build_brain
 
-            ctl = Controller(ad, planner=Planner(allowed=sc.loop.actions), signer=LiveSigner(ident),
-                             analyzer=Analyzer(warmup_s=sc.loop.warmup))
+            ctl = build_brain(ad, sc.loop, signer=LiveSigner(ident), base_interval_s=sc.routing.orig_interval,
+                              source_dir=sc.source.parent if sc.source else None).controller
         ops = sorted(world.ops)
         i, next_tick, next_prog, next_obs = 0, 0.0, 0.0, 0.0
         last_nh = None
@@ -138,7 +139,7 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
                     ad.observe()
                     next_obs = now + 0.5
                 last_nh = _route_changes(ad, last_nh)
-                next_tick = max(next_tick + (sc.loop.period if ctl else 0.5), ad.now())
+                next_tick = max(next_tick + (_period(sc) if ctl else 0.5), ad.now())
             if progress is not None and now >= next_prog:
                 progress(now)
                 next_prog += 1.0
@@ -177,6 +178,12 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
         loop_info["verify_p50_ms"] = round(float(np.median(ad.verify_ms)), 4) if ad.verify_ms else None
         loop_info["rejected"] = dict(ad.verdicts)
     return ev, engine, time.monotonic() - wall0, loop_info
+
+
+def _period(sc) -> float:
+    """The loop period: the scenario's, else its control-plane poll interval, else 1 s."""
+    control = getattr(sc, "control", None)
+    return float(sc.loop.period or getattr(control, "poll", None) or 1.0)
 
 
 def _route_changes(ad, last):

@@ -1,8 +1,7 @@
 """Analyze: what is wrong, and where.
 
-Two layers. Anomaly *detection* scores every node's feature row (an IsolationForest trained on
-fault-free twin runs, or a cheap streaming detector); it says "something is odd about n7".
-*Diagnosis* then names the fault with evidence a mesh engineer would accept:
+Diagnosis names the fault with evidence a mesh engineer would accept (the anomaly forest of
+:mod:`twin.ml.anomaly` is judged offline and is not consulted here: it decided nothing):
 
 * ``dead_relay``: the node's OGMs stopped arriving anywhere for longer than its loss-adjusted
   silence threshold (see :mod:`twin.mapek.monitor`) while other nodes still route through it;
@@ -38,11 +37,10 @@ class Diagnosis:
 
 
 class Analyzer:
-    """Stateful diagnosis with hysteresis; ``detector`` is an optional fitted anomaly estimator."""
+    """Stateful diagnosis with hysteresis."""
 
-    def __init__(self, *, detector=None, warmup_s: float = 30.0, blackhole_min_failures: int = 8,
+    def __init__(self, *, warmup_s: float = 30.0, blackhole_min_failures: int = 8,
                  partition_min_nodes: int = 3, churn_limit: float = 8.0, tq_drop: float = 0.25):
-        self.detector = detector
         self.warmup_s = warmup_s
         self.hold_s = 30.0  # a diagnosis the loop acted on stays, so its own effects are not new faults
         self.flow_streak: dict[tuple[int, int], int] = {}
@@ -56,7 +54,8 @@ class Analyzer:
         self.active: dict[tuple, Diagnosis] = {}
         self.seen_alive: np.ndarray | None = None
         self.churn_hist: dict[int, list[float]] = {}
-        self.last_scores: np.ndarray | None = None
+        self.churn_base: np.ndarray | None = None  # per node: usual route changes per second (learned)
+        self.doubt: np.ndarray | None = None  # per node: factor on its silence bars after false alarms
 
     def analyze(self, f: Features) -> tuple[list[Diagnosis], list[Diagnosis]]:
         """Returns (new diagnoses, cleared diagnoses) for this snapshot."""
@@ -65,9 +64,10 @@ class Analyzer:
             self.seen_alive = np.zeros(n, bool)
         sil = np.nan_to_num(f.silence, nan=np.inf)
         self.seen_alive |= sil < 1.0
-        if self.detector is not None:
-            self.last_scores = self.detector.score_samples(f.matrix())
+        if self.churn_base is None or len(self.churn_base) != n:
+            self.churn_base = np.zeros(n)
         if f.t < self.warmup_s:  # the mesh is still converging: learn who is alive, judge nothing
+            self.churn_base = np.maximum(0.98 * self.churn_base, f.churn)
             return [], []
         current: dict[tuple, Diagnosis] = {}
         was_dead = np.zeros(n, bool)
@@ -78,13 +78,23 @@ class Analyzer:
         # raise after the loss-adjusted number of missed OGMs; clear only once OGMs flow again
         fsil = f.frame_silence if f.frame_silence is not None else np.zeros(n)
         fthr = f.frame_silence_thr if f.frame_silence_thr is not None else np.full(n, np.inf)
-        quiet_frames = (fsil > fthr) & (f.degree > 0)
+        # a node once declared dead that was heard again was a false alarm: its bars double
+        if self.doubt is None or len(self.doubt) != n:
+            self.doubt = np.ones(n)
+        quiet_frames = (np.isfinite(fsil) & (fsil > fthr * self.doubt) & (f.degree > 0)  # inf: nobody reported
+                        & (sil > 1.0))  # and no new OGM anywhere for an interval either
         # OGM silence: m missed OGMs plus the +-20 ms jitter and forwarding slack, in seconds
         iref = f.interval_ref if f.interval_ref is not None else np.ones(n)
-        overdue = sil > f.required_miss + 0.03 / iref
+        overdue = sil > (f.required_miss + 0.03 / iref) * self.doubt
+        if f.silence_usual is not None:  # a node usually unheard for long is judged against its usual
+            overdue &= ~(f.silence_usual > 2.0) | (sil > 1.5 * f.silence_usual + 1.0)
         dead = np.flatnonzero(self.seen_alive & (overdue | quiet_frames
                                                  | (was_dead & (sil > 1.0))))
-        if len(dead) >= self.partition_min_nodes:
+        dead_set = {int(j) for j in dead}
+        # nodes silent only because every neighbour they have is silent too are cut off behind
+        # them, not separate faults: a relay crash that strands two leaves is one dead relay
+        primary = [int(i) for i in dead if not set(f.neighbours_of(int(i))) <= dead_set]
+        if len(primary) >= self.partition_min_nodes:
             names = tuple(f.names[i] for i in dead)
             current[("partition", names)] = Diagnosis("partition", names, f.t, 0.8,
                                                       {"silent_nodes": len(dead),
@@ -110,8 +120,13 @@ class Analyzer:
         # without forward counters (babeld exposes none) a drop cannot be told from a reroute in
         # progress: no blackhole verdict then, a false quarantine costs more than a late one
         relays = ~np.isnan(ratio) & (ratio < 0.5)
-        bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & (f.probe_ok_through == 0)
-                            & (streak >= 4) & (sil < 1.0) & relays)
+        unlikely = f.fail_evidence >= 6.0 if f.fail_evidence is not None else np.ones(n, bool)
+        # (a probe or two credited to a node through a route that changed since its report is noise:
+        # "none delivered" means under 5 %)
+        none_ok = f.probe_ok_through <= 0.05 * (f.probe_fail_through + f.probe_ok_through)
+        bh = np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures) & none_ok
+                            & unlikely
+                            & (streak >= 2) & (sil < 1.0) & relays)
         # explain the failing paths with as few suspects as possible: every relay upstream of a
         # blackhole sees the same failures, the blackhole is on all of them
         suspects = set(int(i) for i in bh)
@@ -122,7 +137,6 @@ class Analyzer:
         known = {f.names.index(nm) for (kind, nodes) in self.active for nm in nodes
                  if kind in ("blackhole", "dead_relay")} | {int(i) for i in dead}
         known_bh = {nm for (kind, nodes) in self.active if kind == "blackhole" for nm in nodes}
-        paths = {p: c for p, c in f.failing_paths.items() if suspects & set(p) and not (known - suspects) & set(p)}
         for (kind, nodes) in list(self.active):
             if kind == "blackhole":  # stays diagnosed while quarantined (silent) or still failing
                 i = f.names.index(nodes[0])
@@ -131,17 +145,34 @@ class Analyzer:
                     current[(kind, nodes)] = self.active[(kind, nodes)]
         for i in [int(i) for i in dead if f.names[int(i)] in known_bh]:
             current.pop(("dead_relay", (f.names[i],)), None)  # silent because we quarantined it
-        chosen = []
-        while paths and suspects:
-            score = {v: sum(c for p, c in paths.items() if v in p) for v in suspects}
-            v = max(score, key=lambda k: (score[k], -k))
-            if score[v] < self.blackhole_min_failures:
+        # the dropper relays nothing its neighbours can overhear (watchdog ratio ~0); relays
+        # downstream of it on some paths still forward other traffic, relays upstream forward
+        # everything. Greedy: the suspect with the lowest overheard-forward ratio among those with
+        # enough failures takes the blame for every failing path through it; repeat on the rest
+        # The pool is every relay on a failing path its neighbours did not hear forward, even one
+        # whose evidence is not yet conclusive: it still explains the paths through it, so the
+        # relays downstream of it are never blamed for its drops; it is only *chosen* (quarantined)
+        # once it meets every rule above.
+        pool = set(int(i) for i in np.flatnonzero((f.probe_fail_through >= self.blackhole_min_failures)
+                                                  & relays & (sil < 1.0))) | suspects
+        chosen: list[int] = []
+        explained: set[int] = set()
+        # (paths to or from a node we quarantined or that is silent fail by our doing or its death;
+        # a path through a node that did not answer this poll may end at a crash not yet diagnosed,
+        # where the relay before it "drops" everything too: no verdict on such paths)
+        remaining = {p[1:-1]: c for p, c in f.failing_paths.items()
+                     if not (known - suspects) & set(p) and all(f.reporting[v] for v in p)}
+        while remaining:
+            blame = {v: sum(c for p, c in remaining.items() if v in p) for v in pool - explained}
+            cands = [v for v, c in blame.items() if c >= self.blackhole_min_failures]
+            if not cands:
                 break
-            chosen.append(v)
-            suspects.discard(v)
-            paths = {p: c for p, c in paths.items() if v not in p}
-        # among suspects explaining the same paths, the last relay before the failure point is
-        # the one dropping: a node upstream still forwards (its own traffic to others succeeds)
+            v = min(cands, key=lambda k: (float(ratio[k]), -blame[k], k))
+            explained.add(v)
+            if v in suspects:
+                chosen.append(v)
+            remaining = {p: c for p, c in remaining.items() if v not in p}
+        chosen.sort()
         for i in chosen:
             current[("blackhole", (f.names[i],))] = Diagnosis(
                 "blackhole", (f.names[i],), f.t, 0.9,
@@ -151,7 +182,12 @@ class Analyzer:
                 current[("degraded_link", (f.names[i],))] = Diagnosis(
                     "degraded_link", (f.names[i],), f.t, 0.6, {"tq_trend": float(f.tq_trend[i])})
         quiet = f.t - self.last_action_t > 20.0  # our own remedies churn routes on purpose
-        for i in np.flatnonzero((f.churn > max(self.churn_limit, 0.25 * n)) & quiet):
+        # churn far above what this node's table usually does (learned per node, never one global
+        # threshold: a big lossy mesh churns more everywhere)
+        high = (f.churn > max(self.churn_limit, 0.25 * n)) & (f.churn > 4.0 * self.churn_base) & quiet
+        if quiet:
+            self.churn_base = np.where(high, self.churn_base, np.maximum(0.98 * self.churn_base, f.churn))
+        for i in np.flatnonzero(high):
             hist = self.churn_hist.setdefault(int(i), [])
             hist.append(f.t)
             recent = [t for t in hist if f.t - t <= 20.0]
@@ -172,6 +208,11 @@ class Analyzer:
                     "broken_flow", names, f.t, 0.7, {"failed_ticks": k})
         new = [d for k, d in current.items() if k not in self.active]
         cleared = [d for k, d in self.active.items() if k not in current]
+        for d in cleared:  # declared dead, heard again: that node's silences mislead, trust them less
+            if d.kind == "dead_relay":
+                i = f.names.index(d.nodes[0])
+                if sil[i] < 1.0:
+                    self.doubt[i] = min(self.doubt[i] * 2.0, 16.0)
         for k, d in current.items():
             self.active.setdefault(k, d)
         for d in cleared:

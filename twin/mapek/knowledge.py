@@ -27,6 +27,8 @@ class Incident:
     remedy: str | None = None
     actions: list[dict] = field(default_factory=list)
     outcome: str = "open"  # open | resolved | unresolved | no_action
+    confirmed_s: float | None = None  # when the diagnosis had held for the confirmation polls
+    no_action: str = ""  # why the loop did nothing about it
     resolved_s: float | None = None
     rolled_back: bool = False
     run_id: str = ""
@@ -42,7 +44,8 @@ class KnowledgeBase:
         self.past: list[Incident] = []
         if self.path and self.path.exists():
             raw = json.loads(self.path.read_text())
-            self.past = [Incident(**d) for d in raw.get("incidents", [])]
+            known = set(Incident.__dataclass_fields__)
+            self.past = [Incident(**{k: v for k, v in d.items() if k in known}) for d in raw.get("incidents", [])]
 
     def open(self, diagnosis: str, nodes: list[str], t: float, symptoms: np.ndarray, evidence: dict) -> Incident:
         inc = Incident(id=len(self.incidents), diagnosis=diagnosis, nodes=list(nodes), detected_s=round(t, 3),

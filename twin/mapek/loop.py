@@ -1,9 +1,13 @@
 """The MAPE-K controller: one iteration = observe -> monitor -> analyze -> plan, then execute.
 
 It talks to the world only through a :class:`twin.adapter.MeshAdapter`, so ``sim``, ``emu`` and
-``live`` run this very code. The cost of every phase is measured with ``perf_counter``; in
-``sim`` the runner charges it to simulated time before the actions take effect, so latency
-targets include real compute.
+``live`` run this very code; it is built in one place, :func:`twin.mapek.factory.build_brain`.
+The cost of every phase is measured with ``perf_counter``; in ``sim`` the runner charges it to
+simulated time before the actions take effect, so latency targets include real compute.
+
+Guardrails (:mod:`twin.mapek.guard`) sit between Plan and Execute: a diagnosis must persist over
+``confirm`` polls before anything is sent, every node has a command budget, and a diagnosis
+without a remedy is logged with the reason ("no action, because ...").
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.adapter import Action, ActionResult, MeshAdapter, SignedAction
+from twin.adapter import UNDELIVERED, Action, ActionResult, MeshAdapter, SignedAction
 from twin.mapek.analyze import Analyzer, Diagnosis
 from twin.mapek.execute import Executor, Signer
+from twin.mapek.guard import Guardrails
 from twin.mapek.knowledge import KnowledgeBase
 from twin.mapek.monitor import Features, Monitor
-from twin.mapek.plan import Planner, Remedy, incident_vector
+from twin.mapek.plan import Planner, Remedy, incident_vector, no_action_reason
 
 
 @dataclass
@@ -32,15 +37,15 @@ class Iteration:
 
     @property
     def mape_cost_s(self) -> float:
-        """Monitor + Analyze + Plan: the controller's own compute. Observing is the adapter's
-        job (in sim, assembling telemetry is the twin's work, not the controller's)."""
-        return self.costs["monitor"] + self.costs["analyze"] + self.costs["plan"]
+        """Observe + Monitor + Analyze + Plan: the controller's own compute (observing is merging
+        the nodes' reports into its view; reading the tables on the nodes is the nodes' work)."""
+        return self.costs["observe"] + self.costs["monitor"] + self.costs["analyze"] + self.costs["plan"]
 
 
 class Controller:
     def __init__(self, adapter: MeshAdapter, *, planner: Planner | None = None, analyzer: Analyzer | None = None,
                  signer: Signer | None = None, knowledge: KnowledgeBase | None = None,
-                 verify_after_s: float = 4.0, run_id: str = ""):
+                 verify_after_s: float = 4.0, run_id: str = "", guard: Guardrails | None = None):
         self.adapter = adapter
         self.monitor = Monitor()
         self.analyzer = analyzer or Analyzer()
@@ -49,15 +54,18 @@ class Controller:
         self.planner.capabilities = adapter.capabilities()
         self.analyzer.flow_diagnosis = "steer_fallback" in self.planner.capabilities
         self.executor = Executor(adapter, signer=signer, verify_after_s=verify_after_s)
+        self.guard = guard or Guardrails()
+        self.waiting: dict[tuple, list] = {}  # diagnosis key -> [diagnosis, polls seen], not yet confirmed
+        self.last_poll = None
+        self.acted: dict[tuple, float] = {}  # diagnosis key -> when the loop last acted on it
+        self.reopen_s = 60.0
         self.run_id = run_id
         self.iterations: list[dict] = []
         self.log: list[dict] = []  # anomalies, diagnoses and actions, for events.parquet
         self.last_features: Features | None = None
         self.record_features = False  # keep (t, names, feature matrix) per tick, for training
         self.feature_log: list[tuple[float, list[str], np.ndarray]] = []
-        self.flagged: set[str] = set()
-        self.anomalies = 0
-        self.model_version: str | None = None
+        self.unconfirmed = 0
 
     # -- one pass -------------------------------------------------------------------------
     def iterate(self) -> Iteration:
@@ -68,7 +76,6 @@ class Controller:
         f = self.monitor.observe(tel)
         t2 = time.perf_counter()
         new, cleared = self.analyzer.analyze(f)
-        self._note_anomalies(f)
         t3 = time.perf_counter()
         if self.record_features:
             self.feature_log.append((f.t, f.names, f.matrix()))
@@ -80,8 +87,8 @@ class Controller:
             if outcome != "resolved":
                 p.incident.resolved_s = None
                 p.incident.rolled_back = True
-                # the remedy did not help: plan again on what the mesh looks like now, skipping
-                # remedies already tried for this incident
+                # measured failure: the incident's evidence did not clear by the deadline. Plan
+                # again on what the mesh looks like now, skipping remedies already tried
                 tried = set(p.incident.remedy.split("+")) if p.incident.remedy else set()
                 fresh = [r for r in self.planner.candidates(p.remedy.diagnosis, f) if r.name not in tried]
                 if fresh:
@@ -93,14 +100,41 @@ class Controller:
                     self.executor.track(p.incident, nxt, [])
         actions += restore
         for d in new:
-            inc = self.knowledge.open(d.kind, list(d.nodes), d.detected_s, incident_vector(d, f), d.evidence)
             self.log.append({"t_s": now, "kind": "diagnosis", "node": ",".join(d.nodes)[:200], "outcome": d.kind,
                              "detail": str(d.evidence)})
+            self.waiting[d.key] = [d, 0]
+        # hysteresis: act on a diagnosis only once it held over `confirm` polls of fresh reports
+        poll = tel.extra.get("poll")
+        fresh_poll = poll is None or poll != self.last_poll
+        self.last_poll = poll
+        for key, w in list(self.waiting.items()):
+            if key not in self.analyzer.active:
+                self.unconfirmed += 1
+                self.log.append({"t_s": now, "kind": "no_action", "node": ",".join(key[1])[:200], "outcome": key[0],
+                                 "detail": "diagnosis cleared before it was confirmed"})
+                del self.waiting[key]
+                continue
+            w[1] += 1 if fresh_poll else 0
+            if w[1] < self.guard.confirm:
+                continue
+            del self.waiting[key]
+            d = w[0]
+            last = self.acted.get(key)
+            if last is not None and now - last < self.reopen_s:
+                self.log.append({"t_s": now, "kind": "no_action", "node": ",".join(d.nodes)[:200], "outcome": d.kind,
+                                 "detail": f"no action, because the same diagnosis was acted on at {last:.1f} s"})
+                continue
+            inc = self.knowledge.open(d.kind, list(d.nodes), d.detected_s, incident_vector(d, f), d.evidence)
+            inc.confirmed_s = round(now, 3)
             remedies = self.planner.candidates(d, f)
             if not remedies:
                 inc.outcome = "no_action"
+                inc.no_action = no_action_reason(d, self.planner)
+                self.log.append({"t_s": now, "kind": "no_action", "node": ",".join(d.nodes)[:200],
+                                 "outcome": d.kind, "detail": inc.no_action[:200]})
                 continue
             best: Remedy = remedies[0]
+            self.acted[key] = now
             inc.remedy = best.name
             inc.actions = [_adict(a) for a in best.actions]
             actions += best.actions
@@ -108,6 +142,11 @@ class Controller:
         for d in cleared:
             self.log.append({"t_s": now, "kind": "diagnosis", "node": ",".join(d.nodes)[:200],
                              "outcome": "cleared", "detail": d.kind})
+        exempt = {id(a) for a in actions if self.executor.is_restore(a)}
+        actions, refused = self.guard.admit(actions, now, exempt=exempt)
+        for a, why in refused:
+            self.log.append({"t_s": now, "kind": "no_action", "node": a.node, "outcome": f"refused:{a.kind}",
+                             "detail": why[:200]})
         if actions:
             self.analyzer.last_action_t = now
         t4 = time.perf_counter()
@@ -147,32 +186,27 @@ class Controller:
         self.execute(it)
         return it
 
-    def _note_anomalies(self, f: Features) -> None:
-        """Log nodes the anomaly detector newly flags (scores below its threshold)."""
-        det, scores = self.analyzer.detector, self.analyzer.last_scores
-        if det is None or scores is None:
-            return
-        thr = det.threshold if getattr(det, "threshold", None) is not None else det.offset_
-        now = {f.names[i] for i in np.flatnonzero(scores < thr)}
-        for name in sorted(now - self.flagged):
-            self.anomalies += 1
-            self.log.append({"t_s": f.t, "kind": "anomaly", "node": name, "outcome": "isolation_forest",
-                             "detail": f"score {float(scores[f.names.index(name)]):.3f} < {thr:.3f}"})
-        self.flagged = now
+    @property
+    def wants_confirmation(self) -> bool:
+        """A diagnosis waits for confirmation: the next poll should come soon."""
+        return bool(self.waiting)
 
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict:
         it = self.iterations
-        mape = np.array([r["monitor"] + r["analyze"] + r["plan"] for r in it]) if it else np.zeros(0)
+        mape = np.array([r["observe"] + r["monitor"] + r["analyze"] + r["plan"] for r in it]) if it else np.zeros(0)
         res = self.executor.results
         return {
             "iterations": len(it),
             "iteration_p50_s": float(np.percentile(mape, 50) / 1000) if len(mape) else None,
             "iteration_p99_s": float(np.percentile(mape, 99) / 1000) if len(mape) else None,
             "actions": sum(1 for r in res if r.applied),
-            "actions_rejected": sum(1 for r in res if not r.applied),
-            "anomalies": self.anomalies,
-            "model_version": self.model_version,
+            "actions_rejected": sum(1 for r in res if not r.applied and not _undelivered(r)),
+            "actions_undelivered": sum(1 for r in res if _undelivered(r)),
+            "actions_refused": self.guard.refused,
+            "unconfirmed_diagnoses": self.unconfirmed,
+            "failed_restores": list(self.executor.failed_restores),
+            "unrestored": self.executor.outstanding(),
             "incidents": [i.__dict__ for i in self.knowledge.incidents],
         }
 
@@ -183,6 +217,11 @@ def _healed(inc, f: Features) -> bool:
         return False
     idx = [f.names.index(n) for n in inc.nodes if n in f.names]
     return bool(idx) and int(f.routes_via[idx].sum()) == 0
+
+
+def _undelivered(r: ActionResult) -> bool:
+    """The command never reached its node (lost, no route, node down): not a rejection."""
+    return not r.applied and r.rejected_reason.startswith(UNDELIVERED)
 
 
 def _adict(a: Action) -> dict:

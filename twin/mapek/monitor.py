@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin.adapter import Telemetry
+from twin.mapek import tables as T
 
 FALSE_ALARM_PER_OGM = 1e-8  # ~0.004 false alarms per node-hour at 1 s OGMs
 
@@ -37,7 +38,7 @@ class Features:
     tq_mean: np.ndarray  # float[N]: mean TQ others have toward the node (0..1)
     tq_trend: np.ndarray  # float[N]: change since the previous snapshot
     degree: np.ndarray  # int[N]: neighbours that currently hear the node
-    churn: np.ndarray  # float[N]: next-hop changes in the node's table since last snapshot
+    churn: np.ndarray  # float[N]: next-hop changes per second in the node's table since last snapshot
     routes_via: np.ndarray  # int[N]: how many (reporter, dest) routes use the node as next hop
     probe_fail_through: np.ndarray  # float[N]: failed probes whose path crosses the node (window)
     probe_ok_through: np.ndarray  # float[N]: delivered probes whose path crosses the node (window)
@@ -58,9 +59,11 @@ class Features:
     degree_ratio: np.ndarray | None = None  # float[N]: neighbours hearing it now / usually
     flows: list = field(default_factory=list)  # this tick's probe results: (src, dst, sent, delivered)
     relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
-    failing_paths: dict = field(default_factory=dict)  # relay path (interior nodes) -> failed probes
+    failing_paths: dict = field(default_factory=dict)  # full path (source .. destination) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
     relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops, own-destination entries removed
+    silence_usual: np.ndarray | None = None  # float[N]: the node's own usual longest OGM silence (intervals)
+    fail_evidence: np.ndarray | None = None  # float[N]: -log10 chance of the failed probes through it (window)
 
     def routing_via(self, v: int) -> list[int]:
         """Reporting nodes that still relay some traffic through node v."""
@@ -118,7 +121,11 @@ def trace_path(next_hop: np.ndarray, a: int, b: int, max_hops: int = 64) -> list
 class Monitor:
     """Keeps the previous snapshot and a sliding window of probe outcomes per node."""
 
-    def __init__(self, *, probe_window: int = 5):
+    def __init__(self, *, probe_window: int = 64, window_s: float = 2.0):
+        """Probe outcomes count over the last ``window_s`` seconds of snapshots (at most
+        ``probe_window`` of them), whatever the poll period."""
+        self.window_s = window_s
+        self.window_t: deque[float] = deque(maxlen=probe_window)
         self.prev: Telemetry | None = None
         self.window: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=probe_window)
         self.intervals: deque[tuple[float, np.ndarray]] = deque()
@@ -128,16 +135,17 @@ class Monitor:
         self.deg_usual: np.ndarray | None = None
         self.ratio_window: deque[np.ndarray] = deque(maxlen=probe_window)
         self.path_window: deque[dict] = deque(maxlen=probe_window)
+        self.sil_env: np.ndarray | None = None
+        self.sil_prev: np.ndarray | None = None
+        self.nsil_prev: np.ndarray | None = None
+        self.evidence_window: deque[np.ndarray] = deque(maxlen=probe_window)
 
     def observe(self, tel: Telemetry) -> Features:
         n = tel.n
         rep = tel.reporting.astype(bool)
         interval = tel.orig_interval_s if tel.orig_interval_s is not None else np.ones(n, np.float32)
         interval = np.where(interval > 0, interval, 1.0)
-        ages = np.where(rep[:, None] & ~np.isnan(tel.orig_last_seen), tel.orig_last_seen, np.float32(np.inf))
-        np.fill_diagonal(ages, np.inf)
-        fresh = ages.min(axis=0).astype(np.float64) if n else np.zeros(0)
-        fresh[~np.isfinite(fresh)] = np.nan
+        fresh = T.freshest(tel.orig_last_seen, rep) if n else np.zeros(0)
         # a node whose interval was just shortened still sends its pending OGM at the old pace:
         # judge silence by the longest interval it had during the last couple of old periods
         self.intervals.append((tel.t, interval.copy()))
@@ -171,65 +179,99 @@ class Monitor:
         busy = ~np.isnan(self.gap_env) & (self.gap_env <= 0.25)
         thr = np.where(busy, np.maximum(0.5, 2.0 * np.nan_to_num(self.gap_env) + 0.1), np.inf)
         ok_gap = np.isfinite(nsil) & (nsil < thr)
-        decayed = self.gap_env * np.exp(-dt / 30.0)
-        self.gap_env = np.where(ok_gap, np.fmax(decayed, nsil), self.gap_env)
+        # learned with a long memory (30 min) from the gaps seen below the threshold and from
+        # every gap that *ended* (the node was heard again), also one that crossed it: a node of
+        # a lossy mesh that once went unheard for a second and came back is judged by that since
+        if self.nsil_prev is None or len(self.nsil_prev) != n:
+            self.nsil_prev = nsil
+        ended = np.isfinite(self.nsil_prev) & np.isfinite(nsil) & (nsil < self.nsil_prev)
+        decayed = self.gap_env * np.exp(-dt / 1800.0)
+        learned = np.where(ended, np.fmax(decayed, self.nsil_prev), decayed)
+        self.gap_env = np.where(ok_gap, np.fmax(learned, nsil), np.where(ended, learned, self.gap_env))
+        self.nsil_prev = nsil
         if self.deg_usual is None or len(self.deg_usual) != n:
             self.deg_usual = deg.astype(float)
         deg_ratio = deg / np.maximum(self.deg_usual, 1.0)
         self.deg_usual = np.where(deg_ratio > 0.5, 0.98 * self.deg_usual + 0.02 * deg, self.deg_usual)
         with np.errstate(divide="ignore"):
             m = np.ceil(np.log(FALSE_ALARM_PER_OGM) / np.log(np.clip(loss, 1e-12, 0.999)))
-        required = np.clip(np.where(deg > 0, m, 3), 1, 8).astype(np.int64)
-        has = tel.orig_tq > 0
-        cnt = np.maximum((has & rep[:, None]).sum(axis=0), 1)
-        tq_mean = (np.where(rep[:, None], tel.orig_tq, 0).sum(axis=0) / cnt) / 255.0
+        # up to 64 missed OGMs (batman-adv's window): a leaf behind one very lossy link cannot be
+        # told dead quickly, and pretending it can is what made the loop act on healthy meshes
+        required = np.clip(np.where(deg > 0, m, 3), 1, 64).astype(np.int64)
+        # each node's own usual longest silence (learned, slowly forgotten): a node that is often
+        # unheard for a while because its links have always been poor is judged against that
+        if self.sil_env is None or len(self.sil_env) != n:
+            self.sil_env = np.zeros(n)
+        # only gaps that *ended* (the node was heard again) are learned: a silence still growing may
+        # be a death, and must never raise the bar it is judged against
+        sil_now = np.nan_to_num(silence, nan=0.0)
+        if self.sil_prev is None or len(self.sil_prev) != n:
+            self.sil_prev = sil_now
+        ended = sil_now < self.sil_prev
+        self.sil_env = np.where(ended, np.maximum(self.sil_env * np.exp(-dt / 1800.0), self.sil_prev), self.sil_env)
+        self.sil_prev = sil_now
         nh = tel.orig_next_hop
         # routes that use a node as a relay (toward some *other* destination); a route to the
         # node itself is not relaying, and stays in the tables of its neighbours until purged
-        relay = nh.copy()
-        relay[~rep] = -1
-        relay[relay == np.arange(n)[None, :]] = -1
-        routes_via = np.bincount(relay[relay >= 0].ravel(), minlength=n)[:n] if n else np.zeros(0)
-        churn = np.zeros(n)
-        tq_trend = np.zeros(n)
-        if self.prev is not None and self.prev.n == n:
-            ch = (self.prev.orig_next_hop != nh) & rep[:, None] & self.prev.reporting[:, None]
-            churn = ch.sum(axis=1).astype(float)
-            p_has = self.prev.orig_tq > 0
-            p_cnt = np.maximum((p_has & self.prev.reporting[:, None]).sum(axis=0), 1)
-            p_mean = (np.where(self.prev.reporting[:, None], self.prev.orig_tq, 0).sum(axis=0) / p_cnt) / 255.0
-            tq_trend = tq_mean - p_mean
+        relay, routes_via = T.relays(nh, rep)
+        prev_ok = self.prev is not None and self.prev.n == n
+        p = self.prev if prev_ok else tel
+        # TQ trend over the nodes that reported both times (which nodes answer changes poll to poll)
+        tq_mean, tq_trend, churn = T.tq_and_churn(tel.orig_tq, nh, rep, p.orig_tq, p.orig_next_hop,
+                                                  p.reporting.astype(bool), prev_ok)
+        if prev_ok:  # next-hop changes per second: snapshots come at poll intervals (or sooner)
+            churn = churn / max(tel.t - self.prev.t, 0.1)
         fail = np.zeros(n)
         ok = np.zeros(n)
         expected = np.zeros(n)  # probe frames that should have been relayed by each node
         fpaths: dict[tuple[int, ...], float] = {}
+        evidence = np.zeros(n)
         for a, b, s, k in zip(tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok, strict=True):
             path = trace_path(nh, int(a), int(b))
             if path[-1] != b:
                 continue  # no complete route: a routing problem, not a data-plane drop on the path
             inner = tuple(path[1:-1])
             if s > k and inner:
-                fpaths[inner] = fpaths.get(inner, 0.0) + float(s - k)
+                fpaths[tuple(path)] = fpaths.get(tuple(path), 0.0) + float(s - k)
+            # how unlikely these losses are on a route of this quality: -log10 P(lost) per probe,
+            # with the source's own route TQ as the delivery estimate (it underestimates delivery,
+            # hop penalties included, so a lossy route needs many more failures to count)
+            p_ok = float(tel.orig_tq[a, b]) / 255.0
+            ev = float(s - k) * min(3.0, -np.log10(max(1.0 - p_ok, 1e-3)))
             for v in inner:
                 fail[v] += s - k
                 ok[v] += k
                 expected[v] += s
-        # what each node really relayed, from its own forward counter; a node that drops what it
-        # should relay shows expected frames but no forwarding (upstream relays do forward them)
-        fwd_delta = np.zeros(n)
-        if tel.forward_packets is not None:
+                evidence[v] += ev
+        # what each node really relayed, as its neighbours overheard it (watchdog counters in their
+        # reports), never the node's own counter: a blackhole would simply lie about that one. A
+        # node that drops what it should relay shows expected frames but no forwarding (upstream
+        # relays do forward them)
+        fwd_delta = np.full(n, np.nan)
+        heard = None
+        if tel.link_fwd_heard is not None and len(tel.link_src):
+            rows = rep[tel.link_src] & (tel.link_fwd_heard >= 0)
+            heard = np.full(n, -1, np.int64)
+            np.maximum.at(heard, tel.link_dst[rows], tel.link_fwd_heard[rows])
             if self.prev_fwd is not None and len(self.prev_fwd) == n:
-                fwd_delta = (tel.forward_packets - self.prev_fwd).astype(float)
-            self.prev_fwd = tel.forward_packets.copy()
+                both = (heard >= 0) & (self.prev_fwd >= 0)
+                fwd_delta = np.where(both, (heard - self.prev_fwd).astype(float), np.nan)
+            self.prev_fwd = np.where(heard >= 0, heard, self.prev_fwd if self.prev_fwd is not None
+                                     and len(self.prev_fwd) == n else -1)
         with np.errstate(invalid="ignore", divide="ignore"):
             relay_ratio = np.where(expected > 0, fwd_delta / np.maximum(expected, 1), np.nan)
-        self.ratio_window.append(relay_ratio if tel.forward_packets is not None else np.full(n, np.nan))
+        while self.window_t and tel.t - self.window_t[0] > self.window_s:
+            for q in (self.window_t, self.ratio_window, self.window, self.evidence_window, self.path_window):
+                q.popleft()
+        self.window_t.append(tel.t)
+        self.ratio_window.append(relay_ratio if heard is not None else np.full(n, np.nan))
         self.window.append((fail, ok))
+        self.evidence_window.append(evidence)
         self.path_window.append(fpaths)
         # ticks in a row in which probes through the node failed and none through it succeeded
         if self.streak is None or len(self.streak) != n:
             self.streak = np.zeros(n, np.int64)
-        self.streak = np.where((fail > 0) & (ok == 0), self.streak + 1, 0)
+        self.streak = np.where((fail > 0) & (ok <= 0.05 * (fail + ok)), self.streak + 1, 0)
         wf = np.sum([w[0] for w in self.window], axis=0)
         wo = np.sum([w[1] for w in self.window], axis=0)
         self.prev = tel
@@ -247,6 +289,8 @@ class Monitor:
             relay_ratio=relay_ratio_w,
             failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
             fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence, required_miss=required,
+            silence_usual=self.sil_env.copy(),
+            fail_evidence=np.sum(list(self.evidence_window), axis=0) if n else np.zeros(0),
             reporting=rep, tq_mean=tq_mean, tq_trend=tq_trend, degree=deg, churn=churn, routes_via=routes_via,
             probe_fail_through=wf, probe_ok_through=wo, probe_sent=int(tel.probe_sent.sum()),
             probe_ok=int(tel.probe_ok.sum()), interval=interval,

@@ -6,15 +6,15 @@ A remedy is only ever made of commands batman-adv (or nftables, yggdrasil) reall
   ring of 5 is flushed by 5 new sequence numbers arriving another way, so faster OGMs flush it
   5x..10x sooner, at the cost of 10x OGM traffic while it lasts. The node's *pending* OGM keeps
   its old send time (that is how the kernel schedules), so the gain starts within one interval.
-* ``hardif_bounce``: remove and re-add the hard interface on the dead relay's neighbours. It
-  purges *every* neighbour on that interface and restarts their 64-wide windows, so TQ stays low
-  for tens of seconds: a last resort.
+* ``hardif_bounce``: remove and re-add the hard interface on the nodes still relaying via a dead
+  node. It purges *every* neighbour on that interface and restarts their 64-wide windows, so TQ
+  stays low for tens of seconds; no rule offers it (see :data:`RULES`).
 * ``quarantine``: nftables drop of the node's traffic on its neighbours (blackholes), followed by
   an OGM burst so routes through it flush quickly.
 
-Ranking: a fixed rule table by default; when a knowledge base of past incidents is given, the
-success rate of each remedy among the most similar past incidents reorders the candidates, and a
-fitted :class:`twin.ml.ranking.ActionRanker` can score them instead.
+Ranking: the rule table's order; with a knowledge base of past incidents (``loop.knowledge``), the
+success rate of each remedy among the most similar past incidents reorders the candidates.
+Diagnoses with no remedy get a stated reason (:func:`no_action_reason`), logged and summarised.
 """
 
 from __future__ import annotations
@@ -23,18 +23,42 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.adapter import Action
+from twin.adapter import Action, speaks
 from twin.mapek.analyze import Diagnosis
 from twin.mapek.monitor import Features
 
+#: ``hardif_bounce`` is offered by no rule any more: measured on in-band relay crashes, bouncing
+#: the interfaces of nodes still routing via a dead relay restarted their neighbours' windows and
+#: made MTTR worse than doing nothing on some seeds. It stays available to ``twin.training``.
 RULES: dict[str, list[str]] = {
-    "dead_relay": ["ogm_burst", "hardif_bounce", "drop_dead_links"],
-    "blackhole": ["quarantine", "hardif_bounce"],
-    "partition": [],  # nothing on the mesh heals a cut; recorded for the operator
+    "dead_relay": ["ogm_burst", "drop_dead_links"],
+    "blackhole": ["quarantine"],
+    "partition": [],
     "broken_flow": ["fallback_overlay"],
     "degraded_link": [],
     "flapping_link": [],
 }
+
+#: Why a diagnosis gets no remedy: said in the run's log and summary, never silent.
+NO_REMEDY: dict[str, str] = {
+    "partition": "no command heals a cut: nodes on the other side are unreachable until a link returns, and "
+                 "routes re-form on their own when it does",
+    "degraded_link": "batman-adv's TQ already steers around a lossy link as its window fills; a burst or "
+                     "bounce would only restart the windows that are measuring it",
+    "flapping_link": "a link that keeps coming back is the radio's doing; bursts would add churn, and "
+                     "quarantining a node for one bad link costs every route through it",
+}
+
+
+def no_action_reason(d: Diagnosis, planner: Planner) -> str:
+    """The sentence the summary shows for a diagnosis the loop leaves alone."""
+    if d.kind == "dead_relay" and not d.evidence.get("routes_via"):
+        return "no action, because no reporting node routes through it: there is no stale route to flush"
+    if d.kind in NO_REMEDY:
+        return f"no action, because {NO_REMEDY[d.kind]}"
+    allowed = sorted(planner.allowed) if planner.allowed is not None else "all"
+    return (f"no action, because no remedy for {d.kind} is both allowed (loop.actions: {allowed}) and offered "
+            f"by this mesh ({', '.join(sorted(planner.capabilities or [])) or 'capabilities unknown'})")
 
 
 @dataclass
@@ -45,6 +69,8 @@ class Remedy:
     restore: list[Action] = field(default_factory=list)  # undo after restore_after_s
     restore_after_s: float = 0.0
     score: float = 0.0
+    lift: list[Action] = field(default_factory=list)  # a second, later undo (quarantine lifted)
+    lift_after_s: float = 0.0
 
 
 def incident_vector(d: Diagnosis, f: Features) -> np.ndarray:
@@ -61,13 +87,14 @@ def incident_vector(d: Diagnosis, f: Features) -> np.ndarray:
 
 class Planner:
     def __init__(self, *, allowed: list[str] | None = None, fast_interval_ms: int = 40,
-                 base_interval_ms: int = 1000, restore_after_s: float = 8.0, knowledge=None, ranker=None):
+                 base_interval_ms: int = 1000, restore_after_s: float = 8.0, knowledge=None,
+                 quarantine_s: float = 300.0):
         self.allowed = None if allowed is None else set(allowed)
         self.fast_interval_ms = fast_interval_ms
         self.base_interval_ms = base_interval_ms
         self.restore_after_s = restore_after_s
         self.knowledge = knowledge
-        self.ranker = ranker
+        self.quarantine_s = quarantine_s
         self.capabilities: frozenset[str] | None = None  # set by the controller from its adapter
 
     def _ok(self, kind: str) -> bool:
@@ -93,11 +120,14 @@ class Planner:
     def _batman(self) -> bool:
         """OGM bursts and interface bounces are batman-adv remedies; babeld heals a dead neighbour
         itself (and re-adding its interface only interrupts it)."""
-        caps = self.capabilities
-        return caps is None or "batman_iv" in caps or "protocol:batman" in caps
+        return speaks(self.capabilities, "batman_iv")
 
     def candidates(self, d: Diagnosis, f: Features) -> list[Remedy]:
         out: list[Remedy] = []
+        if self.allowed is not None and not self.allowed:
+            return []  # observe only
+        if d.kind == "dead_relay" and not any(f.routes_via[f.names.index(v)] for v in d.nodes if v in f.names):
+            return []  # nobody routes through it: nothing stale to flush (see no_action_reason)
         for name in RULES.get(d.kind, []):
             if name in ("ogm_burst", "hardif_bounce") and not self._batman():
                 continue
@@ -148,17 +178,16 @@ class Planner:
                     b, undo = self._burst(d, f, set(d.nodes))
                     acts += b
                 out.append(Remedy(name, d, acts, undo, self.restore_after_s))
+                # the quarantine itself is lifted after quarantine_s: commit-confirmed, never forever
+                # (a node still dropping is diagnosed and quarantined again)
+                out[-1].lift = [Action("unquarantine", v, {}, reason="quarantine period over") for v in d.nodes]
+                out[-1].lift_after_s = self.quarantine_s
         return self.rank(out, d, f)
 
     def rank(self, remedies: list[Remedy], d: Diagnosis, f: Features) -> list[Remedy]:
-        """Rule order, or a fitted ActionRanker's order (trained on twin remedy outcomes, see
-        :mod:`twin.training`), then reordered by past outcomes of similar incidents when known."""
+        """Rule order, reordered by past outcomes of similar incidents when a knowledge base is kept."""
         for k, r in enumerate(remedies):
             r.score = 1.0 - 0.1 * k
-        if self.ranker is not None and len(remedies) > 1:
-            order = [name for name, _ in self.ranker.rank(incident_vector(d, f), [r.name for r in remedies])]
-            for r in remedies:
-                r.score = 1.0 - 0.1 * order.index(r.name)
         if self.knowledge is not None and remedies:
             rates = self.knowledge.success_rates(incident_vector(d, f))
             for r in remedies:

@@ -1,11 +1,15 @@
-"""``SimAdapter``: the :class:`twin.adapter.MeshAdapter` of the SimPy twin, and the SimPy process
-that runs the MAPE-K loop on simulated time.
+"""``SimAdapter``: the :class:`twin.adapter.MeshAdapter` of the SimPy twin.
+
+With a control channel attached (:mod:`twin.sim.control`, every loop run), ``observe()`` is the
+controller's view built from the nodes' signed reports, each with its own age, and ``apply()``
+sends a command over that channel: it takes effect when it arrives, or is reported undelivered.
+Without one (tests, benchmarks of the brain alone), ``observe()`` reads every node at once.
 
 Each action changes the twin exactly as the real command changes a node (see
 :data:`twin.adapter.ACTION_KINDS`): ``set_orig_interval`` takes effect when the node schedules
 its next OGM (the pending one keeps its send time), removing a hard interface purges every
 neighbour on it and their windows restart empty, quarantine drops the node's traffic at its
-neighbours. A command sent to a node that is down fails, as it would over the network.
+neighbours. A command for a node that is down fails, as it would over the network.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import time
 
 import numpy as np
 
-from twin.adapter import Action, ActionResult, SignedAction, Telemetry
-from twin.mapek.loop import Controller
+from twin.adapter import Action, ActionResult, SignedAction, Telemetry, capability_set
+from twin.control.overhead import BABEL_FRAME_BYTES, OGM_FRAME_BYTES
 from twin.sim.model import BatmanTwin
 
-CAPABILITIES = frozenset({"batman_iv", "twin"})
-#: the babel twin: what emu offers on babeld, less the yggdrasil overlay the twin does not model
-BABEL_CAPABILITIES = frozenset({"twin", "observe", "probes", "protocol:babel", "set_orig_interval", "set_hop_penalty",
-                                "hardif_down", "hardif_up", "quarantine", "unquarantine", "restart_routing"})
+#: what the twin models of every protocol (the yggdrasil overlay it does not)
+_TWIN_ACTIONS = ("set_orig_interval", "set_hop_penalty", "hardif_down", "hardif_up", "quarantine", "unquarantine",
+                 "restart_routing")
+CAPABILITIES = capability_set("batman_iv", _TWIN_ACTIONS, features=("observe", "probes", "twin"))
+BABEL_CAPABILITIES = capability_set("babel", _TWIN_ACTIONS, features=("observe", "probes", "twin"))
 
 
 class SimAdapter:
@@ -36,6 +41,26 @@ class SimAdapter:
         self._probe_cursor = 0
         self.verify_s: list[float] = []
         self.rejected: dict[str, int] = {}
+        self.channel = None  # twin.sim.control.SimChannel, when the loop runs
+        self.view = None  # twin.control.view.ReportView fed by the channel's polls
+        self.verify_cost_s = 0.0  # node-side envelope check, charged before a command acts
+
+    def attach(self, channel, view, *, verify_cost_s: float = 0.0) -> None:
+        """From now on observe through ``view`` and command through ``channel``."""
+        self.channel, self.view, self.verify_cost_s = channel, view, verify_cost_s
+
+    @property
+    def routing_frame_bytes(self) -> int:
+        return BABEL_FRAME_BYTES if self.babel else OGM_FRAME_BYTES
+
+    def add_watchdog(self, tel: Telemetry) -> None:
+        """Each neighbour-table row gets what the reporting node overheard its neighbour relay
+        (-1 where the link is down and it hears nothing): the neighbours' view of a relay's
+        forwarding, never the relay's own counter."""
+        st = self.twin.st
+        e = st.nbr_index[tel.link_dst, tel.link_src]  # the neighbour's transmissions toward the reporter
+        hears = (e >= 0) & (st.up[np.maximum(e, 0)] == 1) & (st.alive[tel.link_dst] == 1)
+        tel.link_fwd_heard = np.where(hears, self.twin.forwarded[tel.link_dst], -1).astype(np.int64)
 
     def now(self) -> float:
         return float(self.env.now)
@@ -48,8 +73,12 @@ class SimAdapter:
         return getattr(self.twin, "protocol", "batman_iv") == "babel"
 
     def observe(self) -> Telemetry:
-        self.twin.advance(self.env.now)
-        tel = self.twin.telemetry(self.env.now)
+        if self.view is not None:
+            tel = self.view.telemetry(self.env.now)
+        else:
+            self.twin.advance(self.env.now)
+            tel = self.twin.telemetry(self.env.now)
+            self.add_watchdog(tel)
         k0, k1 = self._probe_cursor, len(self.rec.probe_t)
         self._probe_cursor = k1
         if k1 > k0:
@@ -66,19 +95,80 @@ class SimAdapter:
             for j, kk in enumerate(uniq):
                 a, b = self.world.flows[int(kk // 1_000_000)].pairs[int(kk % 1_000_000)]
                 src[j], dst[j] = idx[a], idx[b]
+            if self.view is not None:  # a probing node's results come with its report, or not at all
+                fresh = tel.report_age[src] <= 1.5 * self.channel.spec.poll
+                src, dst, sent, good = src[fresh], dst[fresh], sent[fresh], good[fresh]
             tel.probe_src, tel.probe_dst, tel.probe_sent, tel.probe_ok = src, dst, sent.astype(np.int32), good
         return tel
 
     def apply(self, signed: SignedAction) -> ActionResult:
+        """The controller sends a command: over the control channel when one is attached (it acts
+        on arrival, after the node checked its envelope), else straight to the node."""
+        if self.channel is None:
+            return self.node_apply(signed)
         a = signed.action
         now = self.now()
-        if self.verifier is not None:
-            t0 = time.perf_counter()
-            reason = self.verifier(signed, now)
-            self.verify_s.append(time.perf_counter() - t0)
-            if reason:
-                self.rejected[reason.split(":")[0]] = self.rejected.get(reason.split(":")[0], 0) + 1
-                return ActionResult(a, False, now, rejected_reason=reason)
+        if a.node not in self.twin.index:
+            return ActionResult(a, False, now, rejected_reason=f"unknown node {a.node}")
+        ok, delay, why = self.channel.command(self.twin.index[a.node], now)
+        if not ok:
+            return ActionResult(a, False, now, rejected_reason=why)
+        arrive = now + delay + self.verify_cost_s
+        reason = self._verify(signed, arrive)
+        if reason:
+            return ActionResult(a, False, now, rejected_reason=reason)
+        bad = self._check(a)
+        if bad:
+            return ActionResult(a, False, now, rejected_reason=bad)
+        self.env.process(self._later(arrive - now, a))
+        return ActionResult(a, True, arrive, detail=f"{a.kind} {a.params}")
+
+    def _later(self, delay: float, a: Action):
+        if delay > 0:
+            yield self.env.timeout(delay)
+        self._effect(a, self.now())
+
+    def _verify(self, signed: SignedAction, now: float) -> str:
+        if self.verifier is None:
+            return ""
+        t0 = time.perf_counter()
+        reason = self.verifier(signed, now)
+        self.verify_s.append(time.perf_counter() - t0)
+        if reason:
+            self.rejected[reason.split(":")[0]] = self.rejected.get(reason.split(":")[0], 0) + 1
+        return reason or ""
+
+    def _check(self, a: Action) -> str:
+        """Arguments a node agent refuses whatever the mesh's state."""
+        if a.kind == "set_orig_interval":
+            ms = int(a.params.get("ms", 1000))
+            lo = 20 if self.babel else 40
+            if not lo <= ms <= 60_000:
+                return f"orig_interval {ms} ms outside {lo}..60000"
+        if a.kind == "set_hop_penalty" and not 0 <= int(a.params.get("value", 30)) <= 255:
+            return f"hop_penalty {a.params.get('value')} outside 0..255"
+        if a.kind not in _TWIN_ACTIONS:
+            return f"{a.kind} has no model in sim (needs yggdrasil: emu)"
+        return ""
+
+    def _effect(self, a: Action, now: float) -> ActionResult:
+        """The command runs on the node now (if it is still up)."""
+        tw = self.twin
+        x = tw.index[a.node]
+        if a.kind not in ("quarantine", "unquarantine") and not tw.st.alive[x]:
+            return ActionResult(a, False, now, rejected_reason=f"{a.node} went down before the command arrived")
+        tw.advance(now)
+        if self.babel:
+            return self._apply_babel(a, x, now)
+        return self._apply_batman(a, x, now)
+
+    def node_apply(self, signed: SignedAction) -> ActionResult:
+        """A command arriving at its node now (an attacker on the mesh, or no control channel)."""
+        a = signed.action
+        now = self.now()
+        reason = self._verify(signed, now)
+        if reason:
+            return ActionResult(a, False, now, rejected_reason=reason)
         tw = self.twin
         if a.node not in tw.index:
             return ActionResult(a, False, now, rejected_reason=f"unknown node {a.node}")
@@ -87,9 +177,13 @@ class SimAdapter:
         if not target_is_subject and not tw.st.alive[x]:
             return ActionResult(a, False, now, rejected_reason=f"{a.node} unreachable (no answer)")
         tw.advance(now)
-        st = tw.st
         if self.babel:
             return self._apply_babel(a, x, now)
+        return self._apply_batman(a, x, now)
+
+    def _apply_batman(self, a: Action, x: int, now: float) -> ActionResult:
+        tw = self.twin
+        st = tw.st
         if a.kind == "set_orig_interval":
             ms = int(a.params.get("ms", 1000))
             if not 40 <= ms <= 60_000:
@@ -140,111 +234,4 @@ class SimAdapter:
         return ActionResult(a, True, now, detail=f"{a.kind} {a.params}")
 
 
-def load_detector(sc):
-    """The scenario's trained anomaly model and its version (clear error when missing)."""
-    from pathlib import Path
-
-    from twin.errors import RunError
-    from twin.ml.persist import load_model
-
-    if not sc.loop.model:
-        raise RunError("loop.detector isolation_forest needs loop.model: a file from `twin train detector`")
-    path = Path(sc.loop.model)
-    if not path.is_absolute() and sc.source is not None:
-        path = sc.source.parent / path
-    if not path.exists():
-        raise RunError(f"anomaly model {path} not found: create it with `twin train detector --out {path}`")
-    return load_model(path)
-
-
-class LoopHandle:
-    """What run.py gets back: the controller once the process has started, and its stats."""
-
-    def __init__(self):
-        self.controller: Controller | None = None
-        self.adapter: SimAdapter | None = None
-        self.plane = None
-        self.pqc_costs: dict | None = None
-
-    def stats(self) -> dict:
-        s = self.controller.stats() if self.controller else {}
-        if self.plane is not None:
-            s["security"] = self.plane.summary()
-            if self.pqc_costs:
-                from twin.pqc import fragments, sizes
-
-                sz = sizes()
-                s["security"]["handshake_cost_ms"] = round(self.pqc_costs["handshake"] * 1000, 3)
-                s["security"]["envelope_bytes"] = sz.get("action_envelope")
-                s["security"]["envelope_frames"] = fragments(sz.get("action_envelope", 0))
-        if self.adapter is not None:
-            v = self.adapter.verify_s
-            s["verify_p50_ms"] = round(float(np.median(v)) * 1000, 4) if v else None
-            s["rejected"] = dict(self.adapter.rejected)
-        return s
-
-
-def make_loop_process(world, *, signer=None, verifier=None, knowledge=None, detector=None, loop: bool = True):
-    """A SimPy process factory running the controller every ``loop.period`` of sim time.
-
-    Commands are signed by the controller's ML-DSA-65 identity and verified by the nodes (real
-    crypto); signing and the loop's own compute are measured and delay the commands' effect.
-    Control-plane attacks of the scenario are injected through the same node-facing adapter.
-    """
-    from twin.mapek.analyze import Analyzer
-    from twin.mapek.knowledge import KnowledgeBase
-    from twin.mapek.plan import Planner
-    from twin.sim.security import ControlPlane, attack_process
-    from twin.topology import most_central
-
-    sc = world.scenario
-    handle = LoopHandle()
-    detector_version = None
-    if detector is None and sc.loop.enabled and sc.loop.detector == "isolation_forest":
-        detector, detector_version = load_detector(sc)
-    plane = ControlPlane() if sc.loop.sign or sc.attacks else None
-    handle.plane = plane
-
-    def process(env, twin, rec):
-        adapter = SimAdapter(twin, env, rec, world, verifier=verifier or (plane.verify if plane else None))
-        handle.adapter = adapter
-        if sc.attacks and plane is not None:
-            env.process(attack_process(env, adapter, plane, sc.attacks, most_central(world.graph)))
-        if not loop:
-            return
-        kb = knowledge or KnowledgeBase()
-        ctl = Controller(adapter, planner=Planner(allowed=sc.loop.actions, knowledge=kb,
-                                                  base_interval_ms=int(round(sc.routing.orig_interval * 1000))),
-                         analyzer=Analyzer(detector=detector, warmup_s=sc.loop.warmup),
-                         signer=signer or (plane if sc.loop.sign else None),
-                         knowledge=kb)
-        handle.controller = ctl
-        if detector_version:
-            ctl.model_version = detector_version
-        if plane is not None:
-            # mutual-auth hybrid (X-Wing + ML-DSA-65) session with every node before acting, at
-            # the cost measured on this machine (calibrated once, cached)
-            from twin.pqc import get_costs
-
-            costs = get_costs()
-            handle.pqc_costs = costs
-            yield env.timeout(costs["handshake"] * len(world.graph) if sc.loop.charge_costs else 0.0)
-        while True:
-            yield env.timeout(sc.loop.period)
-            it = ctl.iterate()
-            charge = sc.loop.charge_costs
-            yield env.timeout(it.mape_cost_s if charge else 0.0)  # the loop's own compute delays its decisions
-            if it.actions:
-                # each command leaves as soon as it is signed (measured cost), a 3-frame envelope
-                # takes ~2 ms to cross the mesh
-                for k, cost in enumerate(ctl.sign(it)):
-                    yield env.timeout((cost if charge else 0.0) + (0.002 if k == 0 else 0.0))
-                    ctl.send(it, k)
-            ctl.finish(it)
-            rec.other.extend(ctl.log)
-            ctl.log.clear()
-
-    return process, handle
-
-
-__all__ = ["SimAdapter", "make_loop_process", "Action"]
+__all__ = ["SimAdapter"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twin.adapter import Action, ActionResult, SignedAction, Telemetry
+from twin.adapter import Action, ActionResult, SignedAction, Telemetry, capability_set
 from twin.batadv import BatadvError, Originator, batctl
 from twin.emu.uml.client import NodeUnreachable
 from twin.emu.uml.lab import UmlLab, hardif_mac
@@ -68,7 +68,7 @@ class UmlAdapter:
         return time.monotonic() - self.t0
 
     def capabilities(self) -> frozenset[str]:
-        return frozenset(UML_ACTIONS | {"observe", "probes", "batman_iv", "protocol:batman", "kernel"})
+        return capability_set("batman_iv", UML_ACTIONS, features=("observe", "probes", "kernel"))
 
     def event(self, kind: str, node: str | None = None, peer: str | None = None, outcome: str | None = None,
               detail: str = "", latency_ms: float = math.nan, fault: int = -1, t_s: float | None = None) -> None:

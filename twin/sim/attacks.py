@@ -1,60 +1,15 @@
-"""The signed control plane inside the twin, and control-plane attacks.
+"""Control-plane attacks in the twin: what an adversary on the mesh could send to a node agent.
 
-Every command the loop sends is an ML-DSA-65 envelope (nonce, issued-at, expiry) signed by the
-controller's SPIFFE identity, and every node verifies it before acting, with the real
-cryptography, on simulated time. Attacks inject what an adversary on the mesh could send:
-a command signed by an unknown key, a replay of a captured command, an expired one, one from
-a revoked identity, and tampered telemetry. Each must be rejected, is counted in
-``summary.json``, and is never applied.
+A command signed by an unknown key, a replay of a captured command, an expired one, one from a
+revoked identity, and tampered telemetry. Each goes through the same node-facing adapter as the
+loop's own commands; each must be rejected, is counted in ``summary.json``, and is never applied.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import replace
-
 from twin.adapter import Action, SignedAction
-from twin.pqc import (
-    EnvelopeVerifier,
-    MeshCA,
-    PQCError,
-    sign_action,
-    sign_telemetry,
-)
-
-
-class ControlPlane:
-    """The controller's identity, the nodes' trust bundle and their envelope verifier."""
-
-    def __init__(self, mesh: str = "meshtwin"):
-        self.ca = MeshCA.generate(mesh)
-        self.controller = self.ca.new_identity("controller", now=0.0)
-        self.bundle = self.ca.trust_bundle()
-        self.bundle.add_identity(self.controller.document)
-        self.verifier = EnvelopeVerifier(self.bundle, replay_window_s=60.0)
-        self.captured: list[SignedAction] = []
-        self.attempts: Counter = Counter()
-        self.rejected: Counter = Counter()
-        self.malicious_applied = 0
-
-    def sign(self, action: Action, now: float) -> bytes:
-        return sign_action(self.controller, action, ttl_s=30.0, now=now)
-
-    def verify(self, signed: SignedAction, now: float) -> str | None:
-        """None if the node may act on it, else the rejection reason (error class first)."""
-        try:
-            self.verifier.verify_signed_action(signed, now)
-        except PQCError as err:
-            self.rejected[type(err).__name__] += 1
-            return f"{type(err).__name__}: {err}"
-        if len(self.captured) < 8:
-            self.captured.append(signed)  # what an eavesdropper on the mesh could record
-        return None
-
-    def summary(self) -> dict:
-        return {"attempts": dict(self.attempts), "rejected": dict(self.rejected),
-                "malicious_applied": self.malicious_applied, "signer": self.controller.document.spiffe_id}
-
+from twin.control.plane import ControlPlane
+from twin.pqc import MeshCA, PQCError, sign_action, sign_telemetry
 
 ATTACK_KINDS = ("forged_command", "replayed_command", "expired_command", "revoked_controller",
                 "tampered_telemetry")
@@ -76,7 +31,7 @@ def attack_process(env, adapter, plane: ControlPlane, attacks: list, target: str
             if not plane.captured:  # nothing captured yet: record one legit command first
                 legit = Action("set_hop_penalty", node, {"value": 30}, reason="routine")
                 first = SignedAction(legit, plane.sign(legit, now))
-                adapter.apply(first)
+                adapter.node_apply(first)
             signed = plane.captured[0]
         elif atk.kind == "expired_command":
             signed = SignedAction(evil, plane.sign(evil, now - 120.0))
@@ -97,7 +52,7 @@ def attack_process(env, adapter, plane: ControlPlane, attacks: list, target: str
             continue
         else:  # pragma: no cover - schema restricts kinds
             continue
-        res = adapter.apply(signed)
+        res = adapter.node_apply(signed)
         if res.applied:
             plane.malicious_applied += 1
         adapter.rec.other.append({"t_s": now, "kind": "attack", "node": node, "outcome":
@@ -105,4 +60,4 @@ def attack_process(env, adapter, plane: ControlPlane, attacks: list, target: str
                                   f"{res.rejected_reason}"[:200]})
 
 
-__all__ = ["ATTACK_KINDS", "ControlPlane", "attack_process", "replace"]
+__all__ = ["ATTACK_KINDS", "attack_process"]
