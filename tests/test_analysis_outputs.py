@@ -151,3 +151,16 @@ def test_plan_names_the_fault_and_the_pairs_hops(fresh):
         assert q["via_fault"]                                            # select: through
     r = CliRunner().invoke(app, ["plan", str(fresh["dir"] / "missing.yaml")])
     assert r.exit_code == 2
+
+
+def test_a_run_recorded_with_a_since_removed_field_still_rebuilds_its_mesh(fresh, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(fresh["run_off"], old)
+    j = json.loads((old / "run.json").read_text())
+    j["scenario"]["loop"]["model"] = None            # a field an older meshtwin recorded
+    (old / "run.json").write_text(json.dumps(j))
+    assert load_run(old).world().graph.number_of_nodes() == 30
+    j["scenario"]["topology"]["nodes"] = "many"      # a real problem is still an error
+    (old / "run.json").write_text(json.dumps(j))
+    with pytest.raises(Exception, match="nodes"):
+        load_run(old).world()

@@ -138,3 +138,22 @@ def test_dask_cluster_gives_the_same_rows_as_the_pool(scen: Path, tmp_path: Path
     assert local.errors == 0 and remote.errors == 0 and len(local.rows) == 8
     pd.testing.assert_frame_equal(_stable(local.rows), _stable(remote.rows))
     assert local.rows["mttr_s"].nunique() > 1      # the seeds really are different meshes
+
+
+def test_cli_run_seeds_prints_distributions_and_bad_params_exit_2(scen: Path, tmp_path: Path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    r = CliRunner().invoke(app, ["run", str(scen), "--seeds", "5", "--out", str(tmp_path / "o"), "--json", "-q"])
+    assert r.exit_code in (0, 1), r.output
+    rep = json.loads(r.output)
+    g = rep["groups"][0]
+    assert g["runs"] == 5 and g["mttr_s"]["n"] + g["mttr_s"]["missing"] == 5
+    assert {t["verdict"] for t in g["targets"]} <= {"pass", "fail", "not enough runs"}
+    assert len(pd.read_parquet(tmp_path / "o" / "tiny-crash" / "sweep.parquet")) == 5
+    r = CliRunner().invoke(app, ["sweep", str(scen), "--seeds", "2", "-p", "routing.hop_penalty=lots",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "hop_penalty" in r.output

@@ -169,7 +169,8 @@ def _override(sc, values: dict):
     file (``--duration 1e400s`` is as bad as ``duration: 1e400s``)."""
     from pydantic import ValidationError
 
-    from twin.scenario import Scenario, ScenarioError, cross_check
+    from twin.scenario import Scenario, ScenarioError
+    from twin.scenario_bounds import cross_check
 
     upd = {k: v for k, v in values.items() if v is not None}
     if not upd:

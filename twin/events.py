@@ -62,8 +62,12 @@ def conform(ev: pd.DataFrame) -> pd.DataFrame:
             col = ev[c]
         if dt == "category":
             out[c] = _category(col, KINDS if c == "kind" else ())
+        elif str(col.dtype) == dt:
+            out[c] = col  # already right (the twin's numeric columns): no copy of millions of rows
         elif dt == "float64":
             out[c] = pd.to_numeric(col, errors="coerce").astype("float64")
         else:
             out[c] = col.fillna(_DEFAULTS.get(c, 0)).astype(dt)
-    return pd.DataFrame(out).reset_index(drop=True)
+    df = pd.DataFrame(out, copy=False)
+    plain = isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1
+    return df if plain else df.reset_index(drop=True)

@@ -72,7 +72,7 @@ class Run:
         spec = self.journal.get("scenario")
         if not spec:
             raise ResultsError(f"{self.path / 'run.json'}: no scenario recorded")
-        sc = Scenario.model_validate(spec)
+        sc = _validate_recorded(Scenario, spec)
         src = self.journal.get("scenario_file")
         if src:
             sc._source = Path(src)
@@ -88,6 +88,27 @@ class Run:
         """Route-change events: ``node`` switched its next hop toward ``peer`` (detail old->new)."""
         ev = self.events
         return ev[ev["kind"] == "route_change"][["t_s", "node", "peer", "detail"]].reset_index(drop=True)
+
+
+def _validate_recorded(model, spec: dict):
+    """The recorded scenario under today's schema. A field a later meshtwin removed (pydantic's
+    ``extra_forbidden``) is dropped, so older runs keep their map; any other problem is raised."""
+    from pydantic import ValidationError
+
+    spec = json.loads(json.dumps(spec))
+    for _ in range(20):
+        try:
+            return model.model_validate(spec)
+        except ValidationError as err:
+            extra = [e["loc"] for e in err.errors() if e["type"] == "extra_forbidden"]
+            if not extra or len(extra) != len(err.errors()):
+                raise
+            for loc in extra:
+                cur = spec
+                for part in loc[:-1]:
+                    cur = cur[part]
+                cur.pop(loc[-1], None)
+    return model.model_validate(spec)
 
 
 def pair_recovery(ev: pd.DataFrame, faults: list[dict], duration: float, routed=("delivered", "lost")

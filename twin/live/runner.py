@@ -139,7 +139,7 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
                     ad.observe()
                     next_obs = now + 0.5
                 last_nh = _route_changes(ad, last_nh)
-                next_tick = max(next_tick + ((sc.loop.period or sc.control.poll) if ctl else 0.5), ad.now())
+                next_tick = max(next_tick + (_period(sc) if ctl else 0.5), ad.now())
             if progress is not None and now >= next_prog:
                 progress(now)
                 next_prog += 1.0
@@ -169,6 +169,9 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
     ev["flow"], ev["pair"] = _flow_pair(ev, world)
     for c in ("kind", "node", "peer", "outcome", "detail"):
         ev[c] = ev[c].astype("string")
+    if not apply and world.ops:
+        world.notes.append("dry run: the scenario's faults were logged, not injected; MTTR and delivery describe "
+                           "the undisturbed lab")
     engine = {"engine": "live agents", "inventory": str(inv_path), "apply": apply, "convergence_s": convergence_s,
               "agents": {n: {k: v.get(k) for k in ("agent_version", "kernel", "settings")} for n, v in info.items()},
               "restored": restore}
@@ -178,6 +181,12 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
         loop_info["verify_p50_ms"] = round(float(np.median(ad.verify_ms)), 4) if ad.verify_ms else None
         loop_info["rejected"] = dict(ad.verdicts)
     return ev, engine, time.monotonic() - wall0, loop_info
+
+
+def _period(sc) -> float:
+    """The loop period: the scenario's, else its control-plane poll interval, else 1 s."""
+    control = getattr(sc, "control", None)
+    return float(sc.loop.period or getattr(control, "poll", None) or 1.0)
 
 
 def _route_changes(ad, last):
