@@ -68,3 +68,11 @@ def scan(last_seen, tq, nh, rep, prev_tq, prev_nh, prev_rep, have_prev):
         if have_prev:
             trend[d] = (s_now[d] / max(c_now[d], 1) - s_prev[d] / max(c_prev[d], 1)) / 255.0
     return out, via, mean, trend, churn
+
+
+def warm() -> None:
+    """Compile :func:`scan` into numba's on-disk cache (``setup.sh`` runs it once)."""
+    z = np.zeros((2, 2), np.uint8)
+    nh = np.full((2, 2), -1, np.int32)
+    rep = np.ones(2, np.bool_)
+    scan(np.zeros((2, 2), np.float32), z, nh, rep, z, nh, rep, True)
