@@ -13,6 +13,10 @@ One JSON line per case (also written to ``results/bench/loop_honest.jsonl``):
   (not chosen through it): share of seeds where it was diagnosed and quarantined within 10 s, and
   quarantines of any other node (bars: >= 0.9, 0).
 
+* ``retrieval_repeat``: the relay crash of each seed twice, the knowledge file (``loop.knowledge``)
+  kept between the runs: the second time the loop recognises the incident and acts without the
+  confirmation poll. MTTR of the first and second occurrence.
+
 ``--quick`` runs 5 seeds and 10 simulated minutes fault-free.
 """
 
@@ -50,6 +54,29 @@ control: {{path: {path}, poll: 1s, rtt: 10ms}}
     f = s["faults"][0]
     return {"seed": seed, "path": path, "loop": loop, "mttr_s": f["mttr_s"], "diagnosis": f.get("diagnosis"),
             "actions": (s.get("loop_stats") or {}).get("actions", 0)}
+
+
+def _repeat(seed: int) -> dict:
+    """The same relay crash twice, the knowledge file kept between the runs."""
+    import tempfile
+
+    from twin.run import execute
+    from twin.scenario import load
+
+    with tempfile.TemporaryDirectory() as d:
+        scen = Path(d) / "repeat.yaml"
+        scen.write_text(f"""name: repeat
+seed: {seed}
+duration: 90s
+topology: {{kind: random_geometric, nodes: 50, radius: 0.24}}
+traffic: [{{pairs: 10, rate: 10/s, select: through}}]
+faults: [{{at: 60s, kind: node_crash, node: most_central}}]
+loop: {{enabled: true, knowledge: incidents.json}}
+""")
+        first = execute(load(scen), out=None).summary["faults"][0]
+        second = execute(load(scen), out=None).summary["faults"][0]
+    return {"seed": seed, "first": first["mttr_s"], "second": second["mttr_s"],
+            "detected_first": first.get("detected_s"), "detected_second": second.get("detected_s")}
 
 
 def _fault_free(mesh: str, duration: float, seed: int = 1) -> dict:
@@ -110,7 +137,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--hours", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--cases", default="relay_crash_oob,relay_crash_inband,fault_free,blackhole_random")
+    ap.add_argument("--cases", default="relay_crash_oob,relay_crash_inband,fault_free,blackhole_random,"
+                    "retrieval_repeat")
     a = ap.parse_args()
     seeds = range(1, (5 if a.quick else a.seeds) + 1)
     ff_s = 600.0 if a.quick else 3600.0 * a.hours
@@ -144,6 +172,17 @@ def main() -> None:
                   "wrong_quarantines": sum(len(r["wrong"]) for r in bh),
                   "quarantined_after_s": [r["quarantined_after_s"] for r in bh],
                   "bars": {"detected_within_10s_frac": 0.9, "wrong_quarantines": 0}, "host": host()}, rows)
+        if "retrieval_repeat" in cases:
+            rep = list(ex.map(_repeat, seeds))
+            first = [r["first"] for r in rep]
+            second = [r["second"] for r in rep]
+            emit({"case": "retrieval_repeat", "seeds": len(rep), "mttr_first_median_s": _q(first, 50),
+                  "mttr_second_median_s": _q(second, 50),
+                  "seeds_second_faster": sum(1 for a, b in zip(first, second, strict=True) if b is not None
+                                             and a is not None and b < a),
+                  "seeds_second_slower": sum(1 for a, b in zip(first, second, strict=True)
+                                             if (b if b is not None else np.inf) > (a if a is not None else np.inf)),
+                  "mttr_first_s": first, "mttr_second_s": second, "host": host()}, rows)
         if "fault_free" in cases:
             for r in ex.map(_fault_free, ["leipzig", "bielefeld", "random100_loss5"], [ff_s] * 3):
                 emit({"case": "fault_free", **r, "bar_actions": 0, "host": host()}, rows)

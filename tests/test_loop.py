@@ -184,9 +184,14 @@ def test_knowledge_file_keeps_incidents_across_runs(tmp_path):
     kb = json.loads((tmp_path / "incidents.json").read_text())["incidents"]
     assert [i["diagnosis"] for i in kb] == [i["diagnosis"] for i in first["loop_stats"]["incidents"]]
     assert kb and kb[0]["diagnosis"] == "dead_relay" and kb[0]["remedy"] == "ogm_burst"
-    execute(load(scen), out=None)
+    second = execute(load(scen), out=None)
     again = json.loads((tmp_path / "incidents.json").read_text())["incidents"]
     assert len(again) == 2 * len(kb)  # the second run's incidents joined the first's
+    # the second time the same crash is recognised and acted on without the confirmation poll
+    ev = second.events
+    assert (ev[ev["kind"] == "diagnosis"]["outcome"] == "recognised").sum() >= 1
+    i1, i2 = first["loop_stats"]["incidents"][0], second.summary["loop_stats"]["incidents"][0]
+    assert i2["confirmed_s"] - i2["detected_s"] < i1["confirmed_s"] - i1["detected_s"]
 
 
 def test_fault_free_run_states_why_it_did_nothing_about_a_partition():

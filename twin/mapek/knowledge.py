@@ -1,8 +1,11 @@
 """Knowledge: incident records (symptoms, diagnosis, actions, outcome), kept per run and reusable
 across runs through a JSON file, with nearest-neighbour retrieval of similar past incidents.
 
-Retrieval is the "RAG without an LLM" of the design: Plan asks which remedies worked for the
-incidents most like this one, and reorders its candidates by their success rates.
+Retrieval decides one thing in the loop: a diagnosis that matches an incident of an earlier run
+(same diagnosis, same nodes, resolved by a remedy) is acted on at first sight, without waiting for
+the confirmation polls (``bench/loop_honest.py``, case ``retrieval_repeat``). Plan may also
+reorder remedies by their success among the most similar past incidents, which changes nothing
+where a diagnosis has one remedy.
 """
 
 from __future__ import annotations
@@ -52,6 +55,16 @@ class KnowledgeBase:
                        symptoms=[round(float(x), 6) for x in symptoms], evidence=evidence)
         self.incidents.append(inc)
         return inc
+
+    def recognise(self, diagnosis: str, nodes: list[str]) -> Incident | None:
+        """An incident of an *earlier run* (from the knowledge file) with the same diagnosis on
+        the same nodes that a remedy resolved: the fault has been seen, confirmed and healed here
+        before. The controller then acts on first sight instead of waiting for confirmation."""
+        for inc in reversed(self.past):
+            if inc.diagnosis == diagnosis and list(inc.nodes) == list(nodes) and inc.remedy and (
+                    inc.outcome == "resolved"):
+                return inc
+        return None
 
     def success_rates(self, symptoms: np.ndarray) -> dict[str, float]:
         """Success rate of each remedy among the k most similar past incidents."""

@@ -115,8 +115,13 @@ class Controller:
                 del self.waiting[key]
                 continue
             w[1] += 1 if fresh_poll else 0
-            if w[1] < self.guard.confirm:
+            known = self.knowledge.recognise(key[0], list(key[1]))
+            if w[1] < self.guard.confirm and known is None:
                 continue
+            if known is not None and w[1] < self.guard.confirm:
+                self.log.append({"t_s": now, "kind": "diagnosis", "node": ",".join(key[1])[:200],
+                                 "outcome": "recognised", "detail": f"as incident {known.id} of run "
+                                 f"{known.run_id or '?'} ({known.remedy}, resolved): acting without confirmation"})
             del self.waiting[key]
             d = w[0]
             last = self.acted.get(key)
@@ -126,6 +131,7 @@ class Controller:
                 continue
             inc = self.knowledge.open(d.kind, list(d.nodes), d.detected_s, incident_vector(d, f), d.evidence)
             inc.confirmed_s = round(now, 3)
+            inc.run_id = self.run_id
             remedies = self.planner.candidates(d, f)
             if not remedies:
                 inc.outcome = "no_action"

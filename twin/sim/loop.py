@@ -88,7 +88,7 @@ def make_loop_process(world, *, loop: bool = True):
         adapter.attach(channel, view, verify_cost_s=costs["verify_action"] if costs else 0.0)
         brain = build_brain(adapter, sc.loop, base_interval_s=sc.routing.orig_interval if not adapter.babel
                             else sc.routing.hello_interval, plane=plane,
-                            source_dir=sc.source.parent if sc.source else None)
+                            source_dir=sc.source.parent if sc.source else None, run_id=f"{sc.name}/seed{sc.seed}")
         handle.brain = brain
         ctl = brain.controller
         if plane is not None and charge:
