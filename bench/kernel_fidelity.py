@@ -39,6 +39,10 @@ def tq_by_hop(link_model: str, n: int = 7, settle_s: float = 90.0) -> dict:
     twin = BatmanTwin(g, RoutingSpec(), seed=1)
     twin.advance(settle_s)
     twin_tq = [int(twin.tq("n0", f"n{k}")) for k in range(1, n)]
+    from twin.emu.runner import CpuSampler
+
+    cpu = CpuSampler()
+    cpu.start()
     t0 = time.monotonic()
     with lab_session(g, link_model=link_model, aggregation=False) as lab:
         c = lab.client("n0")
@@ -50,9 +54,12 @@ def tq_by_hop(link_model: str, n: int = 7, settle_s: float = 90.0) -> dict:
             dst = owner.get(o.orig)
             if o.best and dst and dst != "n0":
                 kernel_tq[int(dst[1:]) - 1] = int(o.tq or 0)
+    cpu.stop()
+    load = cpu.summary(t0)
     diff = max(abs(a - b) for a, b in zip(twin_tq, kernel_tq, strict=True))
     return {"case": "tq_by_hop", "link_model": link_model, "hops": list(range(1, n)), "twin_tq": twin_tq,
-            "kernel_tq": kernel_tq, "max_abs_diff": diff, "settle_s": settle_s}
+            "kernel_tq": kernel_tq, "max_abs_diff": diff, "settle_s": settle_s,
+            "host_saturated": bool(load["saturated"]), "cpu_mean": round(load["cpu_mean"], 1)}
 
 
 def _scenario(name: str, seed: int, topology: str, fault: str, pairs: str, duration: float) -> str:
