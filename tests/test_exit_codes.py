@@ -145,3 +145,27 @@ def test_no_targets_runs_but_says_it_proves_nothing(tmp_path):
     proc = twin("run", "-q", "--out", "runs", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "proves nothing" in proc.stderr
+
+
+def test_every_kind_of_ending_has_one_code():
+    """The one table the CLI uses (twin.outcome.classify): what each exception means for CI."""
+    from twin.errors import Interrupted, RunError, RunFailed, TwinError
+    from twin.outcome import classify
+    from twin.scenario import Problem, ScenarioError
+
+    cases = [
+        (ScenarioError([Problem("f.yaml", 3, "duration", "bad")]), 2),
+        (TwinError("--mode must be sim, emu or live"), 2),
+        (RunError("emu mode needs root"), 3),
+        (ImportError("No module named 'mininet'"), 3),
+        (RunFailed("--out x: cannot write there"), 4),
+        (OSError(28, "No space left on device", "/mnt/runs/x"), 4),
+        (KeyboardInterrupt(), 4),
+        (Interrupted(), 4),
+        (SystemExit(143), 4),  # SIGTERM as the emulation's clean-up session delivers it
+        (ZeroDivisionError("a bug"), 4),
+    ]
+    for exc, code in cases:
+        got, msg = classify(exc)
+        assert got == code, (exc, got, msg)
+        assert msg and "\n" not in msg or isinstance(exc, ScenarioError)

@@ -63,6 +63,7 @@ def test_dry_run_touches_nothing(lab):
     res = execute(parse(SCENARIO), mode="live", out=None, inventory=inv, apply=False)
     ops = res.events[res.events["kind"] == "op"]
     assert ops["outcome"].tolist() == ["crash_dry_run", "recover_dry_run"]
+    assert any("faults were logged, not injected" in n for n in res.journal["notes"])
     assert all(k.writes == [] for k in agents.kernels.values())
 
 

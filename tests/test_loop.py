@@ -171,3 +171,40 @@ def test_loop_runs_are_reproducible_when_costs_are_not_charged():
     b = execute(parse(txt), out=None).events
     assert a.equals(b)
     assert (a["kind"] == "action").sum() > 0
+
+
+def test_knowledge_file_keeps_incidents_across_runs(tmp_path):
+    import json
+
+    from twin.scenario import load
+
+    scen = tmp_path / "kb.yaml"
+    scen.write_text(_crash(3, extra="loop: {enabled: true, knowledge: incidents.json}").replace("90s", "80s"))
+    first = execute(load(scen), out=None).summary
+    kb = json.loads((tmp_path / "incidents.json").read_text())["incidents"]
+    assert [i["diagnosis"] for i in kb] == [i["diagnosis"] for i in first["loop_stats"]["incidents"]]
+    assert kb and kb[0]["diagnosis"] == "dead_relay" and kb[0]["remedy"] == "ogm_burst"
+    execute(load(scen), out=None)
+    again = json.loads((tmp_path / "incidents.json").read_text())["incidents"]
+    assert len(again) == 2 * len(kb)  # the second run's incidents joined the first's
+
+
+def test_fault_free_run_states_why_it_did_nothing_about_a_partition():
+    """A diagnosis without a remedy is logged and summarised with its reason, never silent (in
+    band, so the far side of the cut cannot report: out of band the controller still hears both
+    sides and there is no partition to see)."""
+    txt = """
+name: cut
+seed: 11
+duration: 70s
+topology: {kind: random_geometric, nodes: 40, radius: 0.3}
+traffic: [{pairs: 8, rate: 5/s}]
+faults: [{at: 40s, kind: partition, node: most_central}]
+loop: {enabled: true}
+control: {path: in_band, controller: n0}   # n0 is the node the cut isolates (with six more)
+"""
+    r = execute(parse(txt), out=None)
+    inc = [i for i in r.summary["loop_stats"]["incidents"] if i["diagnosis"] == "partition"]
+    assert inc and all(i["outcome"] == "no_action" and i["no_action"].startswith("no action, because") for i in inc)
+    na = r.events[(r.events["kind"] == "no_action") & (r.events["outcome"] == "partition")]
+    assert len(na) >= 1

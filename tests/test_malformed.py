@@ -152,3 +152,22 @@ def test_mutated_scenarios_exit_0_1_or_2_without_traceback(tmp_path_factory, tex
         assert r["killed"] is None, where
         assert "Traceback" not in r["stderr"] + r["stdout"], where
         assert r["code"] in (0, 1, 2), where
+
+
+def test_oversized_files_are_refused_before_they_are_read(tmp_path):
+    """A scenario over 1 MB and a (sparse) topology file over 200 MB: exit 2 at once, naming them."""
+    from twin.limits import MAX_FILE_BYTES, MAX_TOPOLOGY_FILE_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\n" + "# padding\n" * (MAX_FILE_BYTES // 10 + 1))
+    mesh = tmp_path / "graph.json"
+    with open(mesh, "wb") as fh:
+        fh.truncate(MAX_TOPOLOGY_FILE_BYTES + 1)  # sparse: no disk space used
+    huge_mesh = tmp_path / "huge-mesh.yaml"
+    huge_mesh.write_text("name: huge-mesh\ntopology:\n  kind: meshviewer\n  file: graph.json\n")
+    r_big, r_mesh = bounded([["validate", str(big)], ["validate", str(huge_mesh)]], tmp_path)
+    for r in (r_big, r_mesh):
+        assert r["killed"] is None and r["code"] == 2, r
+        assert "Traceback" not in r["stderr"], r["stderr"]
+    assert f"{big}: <top>: refused: the file is larger than {MAX_FILE_BYTES} bytes" in r_big["stderr"]
+    assert f"{huge_mesh}:4: topology.file: " in r_mesh["stderr"] and "at most" in r_mesh["stderr"]

@@ -79,7 +79,7 @@ def run(
     With several files, a bad one is reported and the next one still runs; the exit code is the
     worst of them.
     """
-    from twin.outcome import check_out_dir, classify, sigterm_as_interrupt
+    from twin.outcome import check_out_dir, classify, is_sigterm, sigterm_as_interrupt
 
     if seeds is not None:
         from twin.cli_analysis import run_seeds
@@ -102,7 +102,7 @@ def run(
                 code = _run_one(path, mode=mode, out_dir=out_dir, seed=seed, duration=duration, loop=loop,
                                 compare=compare, quiet=quiet, as_json=as_json, inventory=inventory, apply=apply)
             except BaseException as e:  # noqa: BLE001 - every failure becomes one line and an exit code
-                if isinstance(e, typer.Exit | SystemExit):
+                if isinstance(e, typer.Exit) or (isinstance(e, SystemExit) and not is_sigterm(e)):
                     raise
                 if _state["debug"]:
                     raise
@@ -169,7 +169,8 @@ def _override(sc, values: dict):
     file (``--duration 1e400s`` is as bad as ``duration: 1e400s``)."""
     from pydantic import ValidationError
 
-    from twin.scenario import Scenario, ScenarioError, cross_check
+    from twin.scenario import Scenario, ScenarioError
+    from twin.scenario_bounds import cross_check
 
     upd = {k: v for k, v in values.items() if v is not None}
     if not upd:

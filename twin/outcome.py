@@ -49,7 +49,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     """Exit code and one-line message for an exception that ended a run."""
     if isinstance(exc, TwinError):
         return exc.exit_code, str(exc)
-    if isinstance(exc, KeyboardInterrupt | Interrupted):
+    if isinstance(exc, KeyboardInterrupt | Interrupted) or is_sigterm(exc):
         return EXIT_RUN_FAILED, "interrupted: the unfinished run was discarded; earlier runs are intact"
     if isinstance(exc, MemoryError):
         return EXIT_RUN_FAILED, "the run failed: out of memory (make the mesh or the run smaller)"
@@ -61,6 +61,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_RUN_FAILED, f"the run failed (I/O): {why}{where}; nothing half-written was kept"
     return EXIT_RUN_FAILED, (f"the run failed: {type(exc).__name__}: {exc} (a bug: please report it with the "
                              f"output of --debug)")
+
+
+def is_sigterm(exc: BaseException) -> bool:
+    """SIGTERM as the emulation's clean-up session delivers it (``SystemExit(128 + SIGTERM)``)."""
+    return isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM
 
 
 @contextmanager
@@ -83,4 +88,4 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_CANNOT_RUN", "EXIT_RUN_FAILED", "RunError", "check_out_dir", "classify",
-           "sigterm_as_interrupt"]
+           "is_sigterm", "sigterm_as_interrupt"]

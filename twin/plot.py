@@ -10,9 +10,12 @@ import pandas as pd
 
 
 def plot_timeline(ts: pd.DataFrame, ev: pd.DataFrame, faults: list[dict], path: Path, title: str,
-                  convergence_s: float | None = None) -> None:
+                  convergence_s: float | None = None, overhead: list[tuple[float, float]] | None = None,
+                  nodes: int = 1) -> None:
     """Delivery ratio per second with fault (red, MTTR shaded), repair (green), convergence
-    (grey) and loop action (purple) markers."""
+    (grey) and loop action (purple) markers; with ``overhead`` (cumulative control bytes at each
+    poll, from the loop's control channel) the control traffic per node on a right-hand axis, so
+    what healing costs (an OGM burst) shows beside what it bought."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,6 +41,17 @@ def plot_timeline(ts: pd.DataFrame, ev: pd.DataFrame, faults: list[dict], path: 
     acts = ev[ev["kind"] == "action"] if len(ev) else ev
     if len(acts):
         ax.plot(acts["t_s"], np.full(len(acts), 1.02), "v", color="#8e44ad", ms=4, label="loop action")
+    if overhead and len(overhead) > 1:
+        t = np.array([p[0] for p in overhead])
+        b = np.array([p[1] for p in overhead])
+        dt = np.diff(t)
+        ok = dt > 0
+        rate = np.diff(b)[ok] * 8 / dt[ok] / max(1, nodes) / 1000.0
+        ax2 = ax.twinx()
+        ax2.step(t[1:][ok], rate, where="pre", lw=0.9, color="#e67e22", alpha=0.8)
+        ax2.set_ylabel("control kbit/s per node", color="#e67e22", fontsize=8)
+        ax2.set_ylim(0, max(1.0, float(rate.max()) * 1.1) if len(rate) else 1.0)
+        ax2.tick_params(axis="y", labelsize=7, colors="#e67e22")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)

@@ -141,6 +141,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
     artifacts: dict = {}  # extra files for the run folder (UML nodes' console logs)
     loop_info = None
     security = None
+    overhead_series = None
     if mode == "sim":
         from twin.sim.runner import events_frame, run_sim
 
@@ -160,6 +161,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
         engine = rec.engine
         wall = rec.wall_s
         overhead = control_overhead(sc, twin, handle)
+        overhead_series = handle.channel.meter.samples if handle is not None and handle.channel else None
         if handle is not None:
             stats = handle.stats()
             security = stats.pop("security", None)
@@ -220,7 +222,7 @@ def execute(sc: Scenario, *, mode: str | None = None, out: Path | None = Path("r
                 shutil.copyfile(src, dst)
             plot_timeline(an.timeseries, ev, an.faults, w.path("timeline.png"),
                           f"{sc.name} ({mode}, seed {sc.seed}, loop {'on' if loop_info is not None else 'off'})",
-                          convergence_s=an.convergence_s)
+                          convergence_s=an.convergence_s, overhead=overhead_series, nodes=world.graph.number_of_nodes())
             run_dir = w.commit()
         except BaseException:
             w.abort()

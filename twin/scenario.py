@@ -11,9 +11,7 @@ prints them and exits 2.
 
 from __future__ import annotations
 
-import difflib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from twin import limits as L
 from twin import safeyaml
-from twin.errors import TwinError
+from twin.scenario_errors import Problem, ScenarioError, line_map, problem_of
 from twin.units import Bitrate, Duration, Rate
 
 #: a reference to a node (a name in the topology, or most_central / busiest_relay / random)
@@ -358,178 +356,6 @@ class Scenario(_M):
         return None
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        loc = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{loc}: {self.path or '<top>'}: {self.message}"
-
-
-class ScenarioError(TwinError):
-    """One or more problems in a scenario file; ``str()`` lists them all."""
-
-    exit_code = 2
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict:
-    """Map every field path in the YAML document to its line number (1-based)."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            _lines(v, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _lines(v, path + (i,), out)
-    return out
-
-
-def _fmt_path(loc: tuple) -> str:
-    s = ""
-    for part in loc:
-        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
-    return s
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at ``loc`` (for "did you mean")."""
-    model: Any = Scenario
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-        ann = field.annotation
-        inner = getattr(ann, "__args__", None)
-        cands = [ann] + list(inner or [])
-        nxt = None
-        for c in cands:
-            for cc in [c] + list(getattr(c, "__args__", []) or []):
-                if isinstance(cc, type) and issubclass(cc, BaseModel):
-                    nxt = cc
-        if nxt is None:
-            return None
-        model = nxt
-    return model
-
-
-#: what a pattern allows, in words (the regex is in twin.limits)
-_PATTERN_TEXT = {
-    L.NAME_PATTERN: "a name of letters, digits, '.', '_' and '-' (it names the run folder), starting with a "
-                    "letter or digit, at most 64 characters",
-    L.NODE_PATTERN: "a node name of 1 to 128 printable characters (no control characters such as NUL)",
-    r"^[^\x00]*$": "a file name without NUL characters",
-}
-
-
-def _problem(err: dict, fname: str, lines: dict) -> Problem:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    # pydantic puts union/literal branch names into loc; keep only real path parts
-    clean = tuple(p for p in loc if isinstance(p, int) or not any(ch in p for ch in "[]()"))
-    line = None
-    for k in range(len(clean), -1, -1):
-        if clean[:k] in lines:
-            line = lines[clean[:k]]
-            break
-    typ = err["type"]
-    value = err.get("input")
-    if typ == "extra_forbidden":
-        key = clean[-1]
-        owner = _model_at(clean[:-1])
-        allowed = sorted(owner.model_fields) if owner else []
-        guess = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-        hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        msg = f"unknown field '{key}'{hint} Allowed: {', '.join(allowed)}"
-    elif typ == "missing":
-        msg = "required field is missing"
-    else:
-        msg = err["msg"].removeprefix("Value error, ")
-        if typ == "string_pattern_mismatch":
-            msg = _PATTERN_TEXT.get(err.get("ctx", {}).get("pattern"), msg)
-        if typ == "literal_error":
-            msg = f"{value!r} is not allowed; {msg[0].lower()}{msg[1:]}"
-        elif value is not None and not isinstance(value, dict | list) and "(got" not in msg:
-            msg = f"{msg} (got {value!r})"
-    return Problem(fname, line, _fmt_path(clean), msg)
-
-
-def _check_geometric(t: TopologySpec, bad) -> None:
-    """A random geometric mesh neither too dense (memory) nor too sparse to ever be connected."""
-    if t.kind != "random_geometric" or t.nodes < 3:
-        return
-    import math
-
-    from twin.topology import expected_degree, radius_for_degree
-
-    field = "topology.radius" if t.radius is not None else "topology.avg_degree"
-    deg = expected_degree(t.nodes, t.radius) if t.radius is not None else t.avg_degree
-    need = L.MIN_DEGREE_PER_LN_N * math.log(t.nodes)
-    if deg > L.MAX_MEAN_DEGREE:
-        bad(field, f"{t.nodes} nodes would have {deg:.0f} neighbours each on average; at most "
-            f"{L.MAX_MEAN_DEGREE:.0f} are allowed (a smaller radius or avg_degree)")
-    elif deg < need:
-        r = radius_for_degree(t.nodes, need, edge_correction=True)
-        bad(field, f"{t.nodes} nodes with {deg:.2g} neighbours each on average are almost never connected "
-            f"(about {need:.1f} needed): raise radius to at least {r:.3g} or avg_degree to {need:.1f}")
-
-
-def cross_check(sc: Scenario, fname: str = "<string>") -> list[Problem]:
-    """Bounds that span fields (pairs against nodes, probes over the whole run, flaps) and targets
-    that could never be evaluated; each problem names the field that has to change."""
-    out: list[Problem] = []
-
-    def bad(path: str, msg: str) -> None:
-        out.append(Problem(fname, sc.line_of(path), path, msg))
-
-    n = sc.topology.node_count()
-    _check_geometric(sc.topology, bad)
-    probes = 0.0
-    for i, tr in enumerate(sc.traffic):
-        if n is not None and "pairs" in tr.model_fields_set and tr.pairs > n * (n - 1):  # default 10: "all"
-            bad(f"traffic[{i}].pairs", f"{tr.pairs} pairs, but {n} nodes have only {n * (n - 1)} ordered pairs")
-        probes += tr.pairs * tr.rate * max(0.0, sc.duration - tr.start)
-    if probes > L.MAX_PROBES:
-        bad("traffic", f"{probes:.3g} probes over the run (pairs x rate x probing time); at most "
-            f"{L.MAX_PROBES:.0e} are allowed: fewer pairs, a lower rate or a shorter run")
-    for i, f in enumerate(sc.faults):
-        if f.kind == "link_flap":
-            period = f.period or 2.0
-            active = f.duration if f.duration is not None else max(0.0, sc.duration - f.at)
-            if active / (period / 2) > L.MAX_FLAP_OPS:
-                bad(f"faults[{i}].period", f"flapping every {period:g}s for {active:g}s is "
-                    f"{active / (period / 2):.3g} link changes; at most {L.MAX_FLAP_OPS:.0e} are allowed")
-    tg = sc.targets
-    if tg.loop_latency is not None and not sc.loop.enabled:
-        bad("targets.loop_latency", "loop_latency measures the loop, but loop.enabled is false: enable the loop "
-            "or remove this target")
-    if tg.mttr is not None and not sc.faults:
-        bad("targets.mttr", "an mttr target needs at least one fault (MTTR is measured from a fault)")
-    if not sc.traffic:
-        for name in ("mttr", "delivery_ratio", "convergence"):
-            if getattr(tg, name) is not None:
-                bad(f"targets.{name}", f"{name} is measured with probes, but traffic is empty")
-    after = tg.delivery_ratio.after if tg.delivery_ratio else None
-    if after not in (None, "converged", "start", "heal"):
-        from twin.units import parse_duration
-
-        if parse_duration(after) >= sc.duration:
-            bad("targets.delivery_ratio.after", f"after {after} starts at or after the end of the run "
-                f"({sc.duration:g}s): nothing would be counted")
-    return out
-
-
 def parse(text: str, fname: str = "<string>") -> Scenario:
     """Validate scenario YAML text; raises :class:`ScenarioError` listing every problem."""
     try:
@@ -544,14 +370,16 @@ def parse(text: str, fname: str = "<string>") -> Scenario:
         data = {}
     if not isinstance(data, dict):
         raise ScenarioError([Problem(fname, 1, "", "a scenario is a mapping of fields (name:, topology:, ...)")])
-    lines = _lines(node) if node is not None else {}
+    lines = line_map(node) if node is not None else {}
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as err:
-        problems = [_problem(e, fname, lines) for e in err.errors()]
+        problems = [problem_of(e, fname, lines, Scenario) for e in err.errors()]
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise ScenarioError(problems) from None
     sc._lines = lines
+    from twin.scenario_bounds import cross_check  # needs Scenario: imported here, not at the top
+
     problems = cross_check(sc, fname)
     if problems:
         raise ScenarioError(problems)

@@ -50,10 +50,26 @@ def _fname(sc: Scenario) -> str:
     return str(sc.source) if sc.source else f"<{sc.name}>"
 
 
+def _check_file_size(sc: Scenario, path: Path) -> None:
+    """A topology file larger than :data:`twin.limits.MAX_TOPOLOGY_FILE_BYTES` is refused before it is
+    read (the Freifunk snapshots we import are tens of kB)."""
+    from twin.limits import MAX_TOPOLOGY_FILE_BYTES
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # missing or unreadable: the importer says so, with its own message
+    if size > MAX_TOPOLOGY_FILE_BYTES:
+        raise ScenarioError([Problem(_fname(sc), sc.line_of("topology.file"), "topology.file",
+                                     f"{path} is {size} bytes; at most {MAX_TOPOLOGY_FILE_BYTES} are read")])
+
+
 def build_graph(sc: Scenario) -> tuple[nx.Graph, list[str], list[Problem]]:
     t = sc.topology
     notes: list[str] = []
     base = sc.source.parent if sc.source else Path.cwd()
+    if t.file and t.kind in ("graphml", "meshviewer"):
+        _check_file_size(sc, base / t.file)
     try:
         if t.kind == "line":
             g = topo.line(t.nodes)

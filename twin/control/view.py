@@ -50,8 +50,10 @@ class ReportView:
         if not got.any():
             return
         self.read_t[got] = read_t
-        if got.all():  # every node answered: its fresh tables become the view (no copy)
-            self.nh, self.tq, self.last_seen = tel.orig_next_hop, tel.orig_tq, tel.orig_last_seen
+        if got.all():  # every node answered: its fresh tables become the view (no copy if row-major)
+            self.nh, self.tq, self.last_seen = (np.ascontiguousarray(tel.orig_next_hop),
+                                                np.ascontiguousarray(tel.orig_tq),
+                                                np.ascontiguousarray(tel.orig_last_seen))
             self._lent = False
         else:
             if self._lent:  # the last Telemetry handed out shares these arrays: copy before writing

@@ -149,7 +149,8 @@ class InventoryError(TwinError):
 
 def parse(text: str, fname: str = "<inventory>", base: Path | None = None) -> Inventory:
     """Validate inventory YAML; raises :class:`InventoryError` listing every problem."""
-    from twin.scenario import Problem, _fmt_path, _lines
+    from twin.scenario_errors import Problem, _fmt_path
+    from twin.scenario_errors import line_map as _lines
 
     try:
         node = yaml.compose(text)

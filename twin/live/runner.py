@@ -169,6 +169,9 @@ def run_world(world: World, *, inventory: Path | None = None, apply: bool = Fals
     ev["flow"], ev["pair"] = _flow_pair(ev, world)
     for c in ("kind", "node", "peer", "outcome", "detail"):
         ev[c] = ev[c].astype("string")
+    if not apply and world.ops:
+        world.notes.append("dry run: the scenario's faults were logged, not injected; MTTR and delivery describe "
+                           "the undisturbed lab")
     engine = {"engine": "live agents", "inventory": str(inv_path), "apply": apply, "convergence_s": convergence_s,
               "agents": {n: {k: v.get(k) for k in ("agent_version", "kernel", "settings")} for n, v in info.items()},
               "restored": restore}

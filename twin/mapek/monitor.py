@@ -61,7 +61,8 @@ class Features:
     relay_ratio: np.ndarray | None = None  # float[N]: frames relayed / frames expected (nan: no data)
     failing_paths: dict = field(default_factory=dict)  # full path (source .. destination) -> failed probes
     fail_streak: np.ndarray | None = None  # int[N]: consecutive ticks with only failed probes through
-    relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops, own-destination entries removed
+    relay_next_hop: np.ndarray | None = None  # int[N, N]: reported next hops
+    relay_rows: np.ndarray | None = None  # bool[N]: rows of relay_next_hop that reported
     silence_usual: np.ndarray | None = None  # float[N]: the node's own usual longest OGM silence (intervals)
     fail_evidence: np.ndarray | None = None  # float[N]: -log10 chance of the failed probes through it (window)
 
@@ -69,7 +70,11 @@ class Features:
         """Reporting nodes that still relay some traffic through node v."""
         if self.relay_next_hop is None:
             return []
-        return [int(x) for x in np.flatnonzero((self.relay_next_hop == v).any(axis=1))]
+        uses = self.relay_next_hop == v
+        uses[:, v] = False  # a route to v itself is not relaying through it
+        if self.relay_rows is not None:
+            uses[~self.relay_rows] = False
+        return [int(x) for x in np.flatnonzero(uses.any(axis=1))]
 
     def matrix(self) -> np.ndarray:
         """The feature matrix the anomaly detectors score (one row per node).
@@ -145,7 +150,13 @@ class Monitor:
         rep = tel.reporting.astype(bool)
         interval = tel.orig_interval_s if tel.orig_interval_s is not None else np.ones(n, np.float32)
         interval = np.where(interval > 0, interval, 1.0)
-        fresh = T.freshest(tel.orig_last_seen, rep) if n else np.zeros(0)
+        prev_ok = self.prev is not None and self.prev.n == n
+        p = self.prev if prev_ok else tel
+        # one compiled pass over the tables: freshest OGM anywhere, routes relayed per node, mean
+        # route TQ toward each node and its trend over rows reporting both times, next-hop churn
+        fresh, routes_via, tq_mean, tq_trend, churn = T.scan(
+            tel.orig_last_seen, tel.orig_tq, tel.orig_next_hop, rep, p.orig_tq, p.orig_next_hop,
+            p.reporting.astype(bool), prev_ok)
         # a node whose interval was just shortened still sends its pending OGM at the old pace:
         # judge silence by the longest interval it had during the last couple of old periods
         self.intervals.append((tel.t, interval.copy()))
@@ -211,14 +222,6 @@ class Monitor:
         self.sil_env = np.where(ended, np.maximum(self.sil_env * np.exp(-dt / 1800.0), self.sil_prev), self.sil_env)
         self.sil_prev = sil_now
         nh = tel.orig_next_hop
-        # routes that use a node as a relay (toward some *other* destination); a route to the
-        # node itself is not relaying, and stays in the tables of its neighbours until purged
-        relay, routes_via = T.relays(nh, rep)
-        prev_ok = self.prev is not None and self.prev.n == n
-        p = self.prev if prev_ok else tel
-        # TQ trend over the nodes that reported both times (which nodes answer changes poll to poll)
-        tq_mean, tq_trend, churn = T.tq_and_churn(tel.orig_tq, nh, rep, p.orig_tq, p.orig_next_hop,
-                                                  p.reporting.astype(bool), prev_ok)
         if prev_ok:  # next-hop changes per second: snapshots come at poll intervals (or sooner)
             churn = churn / max(tel.t - self.prev.t, 0.1)
         fail = np.zeros(n)
@@ -287,7 +290,8 @@ class Monitor:
         return Features(
             flows=flows, interval_ref=base_int, degree_ratio=deg_ratio, frame_silence=nsil, frame_silence_thr=thr,
             relay_ratio=relay_ratio_w,
-            failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=relay,
+            failing_paths=failing_paths, link_src=tel.link_src, link_dst=tel.link_dst, relay_next_hop=nh,
+            relay_rows=rep,
             fail_streak=self.streak.copy(), t=tel.t, names=tel.nodes, silence=silence, required_miss=required,
             silence_usual=self.sil_env.copy(),
             fail_evidence=np.sum(list(self.evidence_window), axis=0) if n else np.zeros(0),

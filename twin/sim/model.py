@@ -237,6 +237,9 @@ class BatmanTwin(DataPlane):
         known = (heard >= 0) & alive[st.src_of]
         src = st.src_of[known].astype(np.int32)
         dst = st.nbr[known].astype(np.int32)
+        # one row per reporting node, contiguous (as each node dumps its own table): the arrays
+        # above come out transposed from the [dest, node] kernel layout
+        nh, tq, last = np.ascontiguousarray(nh), np.ascontiguousarray(tq), np.ascontiguousarray(last)
         return Telemetry(
             t=now, nodes=self.names, reporting=alive, orig_next_hop=nh, orig_tq=tq, orig_last_seen=last,
             link_src=src, link_dst=dst, link_tq=(st.link_q[st.rev][known] // 255).astype(np.uint8),
