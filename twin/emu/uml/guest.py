@@ -191,6 +191,7 @@ def serve(cfg, probes):
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((cfg["mgmt_ip"].split("/")[0], int(cfg.get("port", "7700"))))
     srv.listen(8)
+    say(f"MT-READY {time.monotonic():.6f}")  # only once the host can connect
 
     def handle(req):
         op = req.get("op")
@@ -252,7 +253,6 @@ def main():
         sys.stdout.flush()
         os.system("halt -f")
         return
-    say(f"MT-READY {time.monotonic():.6f}")
     serve(cfg, probes)
 
 

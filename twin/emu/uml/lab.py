@@ -222,8 +222,17 @@ class UmlLab:
                 raise BootError(f"UML node {name} not ready after {timeout_s:.0f}s "
                                 f"({len(pending)} pending); console tail:\n{self.console_tail(name)}")
             time.sleep(0.05)
-        for name in names:
-            self.nodes[name].client.sync_clock()
+        for name in names:  # the first contact may wait for ARP on the management bridge: retry briefly
+            for attempt in range(6):
+                try:
+                    self.nodes[name].client.sync_clock()
+                    break
+                except NodeUnreachable:
+                    if attempt == 5 or self._state(name) != "ready":
+                        tail = self.console_tail(name)
+                        raise BootError(f"UML node {name} is up but its agent does not answer on "
+                                        f"{self.nodes[name].mgmt_ip}; console tail:\n{tail}") from None
+                    time.sleep(1.0)
 
     def boot_all(self, wave: int = 6, timeout_s: float = 90.0, progress=None) -> float:
         """Boot every node, ``wave`` at a time; returns seconds until all were ready."""
