@@ -32,7 +32,19 @@ from twin.emu.daemons import Babel, Batman, DaemonError
 
 
 class _Reject(Exception):
-    pass
+    """The node refuses the action (unknown node, unsupported kind, node down): not a failure."""
+
+
+def timed_action(a: Action, t: float, run, failures: tuple[type[BaseException], ...]) -> ActionResult:
+    """``run(a)`` as an :class:`ActionResult` with its wall-clock cost: applied with run's detail,
+    refused (:class:`_Reject`) or failed (one of ``failures``). Shared by every emulated body."""
+    t_start = time.monotonic()
+    try:
+        return ActionResult(a, True, t, detail=run(a), cost_s=time.monotonic() - t_start)
+    except _Reject as exc:
+        return ActionResult(a, False, t, rejected_reason=str(exc), cost_s=time.monotonic() - t_start)
+    except failures as exc:
+        return ActionResult(a, False, t, rejected_reason=f"failed: {exc}", cost_s=time.monotonic() - t_start)
 
 
 @dataclass
@@ -246,15 +258,8 @@ class EmuAdapter:
     def apply(self, action: SignedAction) -> ActionResult:
         """Run the action for real. Signature checks are the caller's job (envelope may be None)."""
         a: Action = action.action
-        t, t_start = self.now(), time.monotonic()
-        try:
-            detail = self._apply(a)
-            res = ActionResult(a, True, t, detail=detail, cost_s=time.monotonic() - t_start)
-        except _Reject as exc:
-            res = ActionResult(a, False, t, rejected_reason=str(exc), cost_s=time.monotonic() - t_start)
-        except (EmuError, OSError, subprocess.SubprocessError) as exc:
-            res = ActionResult(a, False, t, rejected_reason=f"failed: {exc}",
-                               cost_s=time.monotonic() - t_start)
+        t = self.now()
+        res = timed_action(a, t, self._apply, (EmuError, OSError, subprocess.SubprocessError))
         peer = a.params.get("peer") or a.params.get("dst")
         self.event("action", a.node, peer, "applied" if res.applied else "rejected", t_s=t,
                    detail=f"{a.kind} {a.params} {res.detail or res.rejected_reason}".strip())

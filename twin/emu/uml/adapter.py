@@ -19,6 +19,7 @@ import numpy as np
 
 from twin.adapter import Action, ActionResult, SignedAction, Telemetry, capability_set
 from twin.batadv import BatadvError, Originator, batctl
+from twin.emu.adapter import _Reject, timed_action
 from twin.emu.uml.client import NodeUnreachable
 from twin.emu.uml.lab import UmlLab, hardif_mac
 
@@ -27,8 +28,6 @@ UML_ACTIONS = frozenset({"set_orig_interval", "set_hop_penalty", "hardif_down", 
                          "unquarantine", "restart_routing"})
 
 
-class _Reject(Exception):
-    pass
 
 
 @dataclass
@@ -192,14 +191,8 @@ class UmlAdapter:
     # ------------------------------------------------------------------ apply
     def apply(self, action: SignedAction) -> ActionResult:
         a: Action = action.action
-        t, t_start = self.now(), time.monotonic()
-        try:
-            detail = self._apply(a)
-            res = ActionResult(a, True, t, detail=detail, cost_s=time.monotonic() - t_start)
-        except _Reject as exc:
-            res = ActionResult(a, False, t, rejected_reason=str(exc), cost_s=time.monotonic() - t_start)
-        except _ERRORS as exc:
-            res = ActionResult(a, False, t, rejected_reason=f"failed: {exc}", cost_s=time.monotonic() - t_start)
+        t = self.now()
+        res = timed_action(a, t, self._apply, _ERRORS)
         peer = a.params.get("peer") or a.params.get("dst")
         self.event("action", a.node, peer, "applied" if res.applied else "rejected", t_s=t,
                    detail=f"{a.kind} {a.params} {res.detail or res.rejected_reason}".strip())

@@ -32,14 +32,17 @@ class GuestClient:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock, self._file = s, s.makefile("rwb")
 
+    def _drop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = self._file = None
+
     def close(self) -> None:
         with self._lock:
-            if self._sock is not None:
-                try:
-                    self._sock.close()
-                except OSError:
-                    pass
-            self._sock = self._file = None
+            self._drop()
             self._batadv = None
 
     def call(self, op: str, **kw) -> dict:
@@ -54,12 +57,7 @@ class GuestClient:
                 if not line:
                     raise NodeUnreachable(f"{self.name}: connection closed")
             except (OSError, ValueError) as err:
-                if self._sock is not None:
-                    try:
-                        self._sock.close()
-                    except OSError:
-                        pass
-                self._sock = self._file = None
+                self._drop()
                 raise NodeUnreachable(f"{self.name} ({self.addr}): {err}") from err
         rep = json.loads(line)
         if not rep.get("ok"):
