@@ -27,11 +27,14 @@ pytestmark = [pytest.mark.emu, pytest.mark.skipif(os.geteuid() != 0, reason="UML
 
 @pytest.fixture
 def line_lab(tmp_path):
-    """Three UML nodes a-b-c on the radio medium (a and c out of each other's range)."""
+    """Three UML nodes a-b-c on the radio medium (a and c out of each other's range). Each has room
+    for a pyroute2 Python beside the guest agent (the default 66 MB left it ~1 MB, and the OOM killer
+    took it on a cold cache)."""
     st = RunState.create()
     names = ["a", "b", "c"]
     med = Medium(st.prefix, names, [("a", "b"), ("b", "c")])
-    lab = UmlLab(find_kernel(), med, names, st.prefix, st.dir / "uml", tmp_path / "consoles")
+    lab = UmlLab(find_kernel(), med, names, st.prefix, st.dir / "uml", tmp_path / "consoles",
+                 mem_mb=128)
     try:
         med.create()
         lab.create_mgmt()

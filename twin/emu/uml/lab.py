@@ -98,6 +98,9 @@ class UmlLab:
     orig_interval_ms: int = 1000
     hop_penalty: int = 30
     aggregation: bool = True
+    #: guest RAM; None sizes it for the kernel, batman-adv and the stdlib guest agent (~66 MB).
+    #: A node that also runs pyroute2 Python (the live agent) needs about 32 MB more.
+    mem_mb: int | None = None
     algo: str = "BATMAN_IV"
     extra_mods: tuple[str, ...] = ()
     nodes: dict[str, UmlNode] = field(default_factory=dict)
@@ -138,7 +141,7 @@ class UmlLab:
     # ------------------------------------------------------------------ boot
     def _argv(self, n: UmlNode) -> list[str]:
         ports = self.medium.ports[n.name]
-        mem = 64 + 2 * (len(ports) + 1)
+        mem = self.mem_mb or 64 + 2 * (len(ports) + 1)
         argv = [self.kernel.binary, f"mem={mem}M", f"umid={self.prefix}-{n.index}", f"uml_dir={self.state_dir}",
                 "root=/dev/root", "rootfstype=hostfs", "rootflags=/", "ro", f"init={GUEST_DIR / 'init.sh'}",
                 "con=null", "con0=null,fd:1", "quiet"]
