@@ -213,6 +213,27 @@ def test_pairs_on_disconnected_graph():
         random_pairs(g, -1, seed=0)
 
 
+def test_pairs_through_all_paths_keeps_only_pairs_no_tie_can_route_around():
+    # a square a-b-c-d-a with a tail c-e: a->c has two equal paths (via b or d), a->e too;
+    # b->d likewise; only pairs whose every shortest path crosses c qualify for all_paths
+    g = nx.Graph([("a", "b"), ("b", "c"), ("c", "d"), ("d", "a"), ("c", "e")])
+    some = set(pairs_through(g, "b", 100, seed=0))
+    every = set(pairs_through(g, "b", 100, seed=0, all_paths=True))
+    assert ("a", "c") in some and ("a", "c") not in every  # a-d-c is just as short
+    assert every < some and every == set()
+    at_c = set(pairs_through(g, "c", 100, seed=0, all_paths=True))
+    assert at_c == {(x, "e") for x in "abd"} | {("e", x) for x in "abd"}
+    # against networkx, on a random mesh: without via the pair is farther apart (or cut off)
+    rg = random_geometric(40, radius=0.3, seed=4)
+    via = most_central(rg)
+    rest = rg.subgraph([x for x in rg if x != via])
+    got = pairs_through(rg, via, 10_000, seed=1, all_paths=True)
+    assert got and set(got) <= set(pairs_through(rg, via, 10_000, seed=1))
+    for s, t in got:
+        d = nx.shortest_path_length(rg, s, t)
+        assert not nx.has_path(rest, s, t) or nx.shortest_path_length(rest, s, t) > d
+
+
 # --------------------------------------------------------------------------- graphml
 
 

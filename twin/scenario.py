@@ -114,9 +114,11 @@ class ProbeSpec(_M):
     kind: Literal["probe"] = "probe"
     pairs: int = Field(10, ge=1, le=L.MAX_PAIRS)
     rate: Rate = Field(10.0, description="probes per second per pair")
-    select: Literal["random", "through"] = Field(
-        "random", description="through: pairs whose shortest path crosses `via`")
-    via: NodeRef = Field("most_central", description="node name or most_central (for select: through)")
+    select: Literal["random", "through", "through_all"] = Field(
+        "random", description="through: pairs with a shortest path crossing `via`; through_all: pairs "
+        "every shortest path of which crosses `via`, so any router must move them when it fails (use it "
+        "to compare routing implementations that break ties between equal paths differently)")
+    via: NodeRef = Field("most_central", description="node name or most_central (for select: through*)")
     start: Duration = Field(10.0, description="probes start here (warm-up)")
     size: int = Field(1000, ge=28, le=65535, description="probe size in bytes")
 

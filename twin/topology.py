@@ -375,13 +375,28 @@ def random_pairs(g: nx.Graph, k: int, *, seed: int, same_component: bool = True)
     return [(names[a], names[b]) for a, b in _sample(_PairsInComponents(comp), k, seed)]
 
 
-def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | None = None
-                  ) -> list[tuple[str, str]]:
+def _longer_without(adj, v: int, rows: np.ndarray, dist: np.ndarray, unweighted: bool) -> np.ndarray:
+    """Per (row, column): is the path strictly longer (or gone) once node ``v`` is removed?"""
+    keep = np.ones(adj.shape[0], bool)
+    keep[v] = False
+    sub = adj[keep][:, keep]
+    pos = np.cumsum(keep) - 1  # index of each kept node in ``sub``
+    d2 = np.full(dist.shape, np.inf)
+    d2[:, keep] = csgraph.shortest_path(sub, unweighted=unweighted, directed=False, indices=pos[rows])
+    return d2 > dist if unweighted else (d2 > dist) & ~np.isclose(d2, dist, rtol=1e-9, atol=1e-12)
+
+
+def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | None = None,
+                  all_paths: bool = False) -> list[tuple[str, str]]:
     """``k`` ordered pairs having a shortest path through ``via`` (reference ``pick_pairs(..., via)``).
 
     These are the flows a failure of ``via`` must disturb, so they measure healing. Only pairs in
     ``via``'s component qualify; fewer than ``k`` candidates returns them all. ``weight`` names an
     edge attribute to measure paths by (a routing cost) instead of hops.
+
+    ``all_paths`` keeps only pairs EVERY shortest path of which crosses ``via`` (without ``via`` the
+    pair is farther apart, or cut off): with a tie, one router may use the path through ``via`` and
+    another an equal path around it, so only these pairs are disturbed whoever does the routing.
     """
     names = list(g.nodes)
     if via not in g:
@@ -406,6 +421,8 @@ def pairs_through(g: nx.Graph, via: str, k: int, *, seed: int, weight: str | Non
         through = dv[rows, None] + dv[None, :]
         on_path = (through == dist) if weight is None else np.isclose(through, dist, rtol=1e-9, atol=1e-12)
         cand = reach[None, :] & on_path
+        if all_paths:
+            cand &= _longer_without(adj, v, rows, dist, weight is None)
         cand[np.arange(len(rows)), rows] = False
         r, c = np.nonzero(cand)  # row-major: the reference's lexicographic order
         flat.append(rows[r].astype(np.int64) * n + c)

@@ -213,15 +213,18 @@ def resolve(sc: Scenario) -> World:
     crash_node = next((f.nodes[0] for f in faults if f.kind in ("node_crash", "blackhole") and f.nodes), None)
     via_specs = ("most_central", "busiest_relay")
     for i, tr in enumerate(sc.traffic):
-        if tr.select == "through":
+        if tr.select in ("through", "through_all"):
             via = crash_node if tr.via in via_specs and crash_node else tr.via
             via = _node(sc, g, via, f"traffic[{i}].via", rng, problems)
             if via not in g:
                 continue
-            pairs = topo.pairs_through(g, via, tr.pairs, seed=sc.seed, weight=route_cost(g, sc.routing.hop_penalty))
+            pairs = topo.pairs_through(g, via, tr.pairs, seed=sc.seed, weight=route_cost(g, sc.routing.hop_penalty),
+                                       all_paths=tr.select == "through_all")
             if not pairs:
                 problems.append(Problem(_fname(sc), sc.line_of(f"traffic[{i}].via"), f"traffic[{i}].via",
-                                        f"no shortest path crosses {via}; pick a more central node"))
+                                        f"no {'pair has every' if tr.select == 'through_all' else ''} shortest path "
+                                        f"{'crossing' if tr.select == 'through_all' else 'crosses'} {via}; "
+                                        "pick a more central node"))
         else:
             via = None
             pairs = topo.random_pairs(g, tr.pairs, seed=sc.seed)

@@ -225,13 +225,8 @@ class UmlAdapter:
         if a.kind in ("quarantine", "unquarantine"):
             return self._quarantine(a.node, a.kind == "quarantine")
         if a.kind == "restart_routing":
-            ports = len(self.lab.medium.ports[a.node])
-            cmds = [["ip", "link", "del", "bat0"], ["ip", "link", "add", "bat0", "type", "batadv"]]
-            cmds += [["ip", "link", "set", f"vec{k}", "master", "bat0"] for k in range(ports)]
-            cmds += [["ip", "link", "set", "bat0", "up"]]
-            for cmd in cmds:
-                c.exec(cmd)
-            return "bat0 deleted and re-created"
+            c.call("restart")
+            return "bat0 deleted and re-created (settings, address and neighbours as at boot)"
         raise _Reject(f"{a.kind} not implemented")  # pragma: no cover
 
     def _quarantine(self, suspect: str, add: bool) -> str:
