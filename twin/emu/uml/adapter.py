@@ -76,11 +76,18 @@ class UmlAdapter:
                             "detail": detail})
 
     # ------------------------------------------------------------------ polling
-    def _read(self, node: str) -> NodeState | None:
+    def _read(self, node: str, routes_only: bool = False) -> NodeState | None:
+        """One node's state; ``routes_only`` reads the originator table alone (one netlink dump
+        instead of three plus the counters): enough for convergence and route changes, at a
+        quarter of the guest work, which matters when 50 guests share two cores."""
         if node in self.crashed or not self.lab.alive(node):
             return None
         try:
             c = self.lab.client(node)
+            if routes_only:
+                prev = self.state.get(node)
+                return NodeState(t=self.now(), origs=c.batadv().originators("bat0"),
+                                 orig_interval_ms=prev.orig_interval_ms if prev else self.lab.orig_interval_ms)
             try:
                 b = c.batadv()
                 mesh = b.mesh("bat0")
@@ -102,9 +109,9 @@ class UmlAdapter:
         except _ERRORS:
             return None
 
-    def poll(self) -> dict[str, NodeState | None]:
+    def poll(self, routes_only: bool = False) -> dict[str, NodeState | None]:
         """Read every node concurrently; log next-hop changes as ``route_change`` events."""
-        res = dict(zip(self.names, self.pool.map(self._read, self.names), strict=True))
+        res = dict(zip(self.names, self.pool.map(lambda n: self._read(n, routes_only), self.names), strict=True))
         t = self.now()
         for node, st in res.items():
             if st is None:
@@ -127,7 +134,8 @@ class UmlAdapter:
         return res
 
     def converged(self, components: list[set[str]]) -> bool:
-        tables = self.poll()
+        """Every node has a best route to every node of its component (originator tables only)."""
+        tables = self.poll(routes_only=True)
         for comp in components:
             for n in comp:
                 if tables.get(n) is None or any(d not in self.routes.get(n, {}) for d in comp if d != n):

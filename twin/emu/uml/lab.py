@@ -7,8 +7,9 @@ management interface on a host bridge, through which the host talks to the node'
 
 Readiness is detected, never slept for: a node is up when its console prints ``MT-READY``; a
 node whose console prints ``MT-FAIL``, a kernel panic or out-of-memory, or whose process exits,
-fails the boot at once with the console's tail. Nodes boot in waves, because booting 50 at once
-saturates a 2-core host (``shared/UML.md``).
+fails the boot at once with the console's tail. At most ``wave`` nodes boot at once (the next
+starts as soon as one is ready), because booting 50 at once saturates a 2-core host
+(``shared/UML.md``).
 
 Every UML process (and every helper process it forks) is placed in a per-node ``pids`` cgroup
 (``/sys/fs/cgroup/pids/meshtwin/<prefix>/<node>``) before it execs, so a crash (SIGKILL of the
@@ -208,46 +209,72 @@ class UmlLab:
             return f"failed: UML process exited with {n.proc.returncode}"
         return None
 
-    def wait_ready(self, names: list[str], timeout_s: float = 60.0) -> None:
-        pending = list(names)
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            for name in list(pending):
-                st = self._state(name)
-                if st == "ready":
-                    n = self.nodes[name]
-                    n.ready_s = time.monotonic() - n._t_start  # type: ignore[attr-defined]
-                    pending.remove(name)
-                elif st is not None:
-                    raise BootError(f"UML node {name} did not boot ({st}); console tail:\n{self.console_tail(name)}")
-            if pending and time.monotonic() > deadline:
-                name = pending[0]
+    def _poll_boot(self, pending: list[str], started: dict[str, float], timeout_s: float) -> list[str]:
+        """Nodes of ``pending`` whose console says ready (their boot time noted); raises BootError at
+        once for a node that failed or took longer than ``timeout_s`` since its own start."""
+        ready = []
+        for name in pending:
+            st = self._state(name)
+            if st == "ready":
+                n = self.nodes[name]
+                n.ready_s = time.monotonic() - n._t_start  # type: ignore[attr-defined]
+                ready.append(name)
+            elif st is not None:
+                raise BootError(f"UML node {name} did not boot ({st}); console tail:\n{self.console_tail(name)}")
+            elif time.monotonic() - started[name] > timeout_s:
                 raise BootError(f"UML node {name} not ready after {timeout_s:.0f}s "
                                 f"({len(pending)} pending); console tail:\n{self.console_tail(name)}")
-            time.sleep(0.05)
-        for name in names:  # the first contact may wait for ARP on the management bridge: retry briefly
-            for attempt in range(6):
-                try:
-                    self.nodes[name].client.sync_clock()
-                    break
-                except NodeUnreachable:
-                    if attempt == 5 or self._state(name) != "ready":
-                        tail = self.console_tail(name)
-                        raise BootError(f"UML node {name} is up but its agent does not answer on "
-                                        f"{self.nodes[name].mgmt_ip}; console tail:\n{tail}") from None
-                    time.sleep(1.0)
+        return ready
+
+    def _first_contact(self, name: str) -> None:
+        """The host's first exchange with the guest agent (clock offset). It may wait for ARP on the
+        management bridge: retried briefly, then a BootError with the console tail."""
+        for attempt in range(6):
+            try:
+                self.nodes[name].client.sync_clock()
+                return
+            except NodeUnreachable:
+                if attempt == 5 or self._state(name) != "ready":
+                    tail = self.console_tail(name)
+                    raise BootError(f"UML node {name} is up but its agent does not answer on "
+                                    f"{self.nodes[name].mgmt_ip}; console tail:\n{tail}") from None
+                time.sleep(1.0)
+
+    def wait_ready(self, names: list[str], timeout_s: float = 60.0) -> None:
+        """Block until every node of ``names`` (already started) is ready and answers."""
+        pending = list(names)
+        started = {n: time.monotonic() for n in names}
+        while pending:
+            for name in self._poll_boot(pending, started, timeout_s):
+                pending.remove(name)
+            if pending:
+                time.sleep(0.05)
+        for name in names:
+            self._first_contact(name)
 
     def boot_all(self, wave: int = 6, timeout_s: float = 90.0, progress=None) -> float:
-        """Boot every node, ``wave`` at a time; returns seconds until all were ready."""
+        """Boot every node, at most ``wave`` booting at any time: the next one starts as soon as
+        one is ready (a sliding window, so no node waits for the slowest of a batch). Returns
+        seconds until all were ready and answered. ``timeout_s`` bounds each node's own boot."""
         t0 = time.monotonic()
-        names = list(self.names)
-        for i in range(0, len(names), wave):
-            chunk = names[i:i + wave]
-            for name in chunk:
+        todo = list(self.names)
+        booting: list[str] = []
+        started: dict[str, float] = {}
+        done = 0
+        while todo or booting:
+            while todo and len(booting) < wave:
+                name = todo.pop(0)
                 self.start(name)
-            self.wait_ready(chunk, timeout_s)
-            if progress:
-                progress(min(i + wave, len(names)), len(names))
+                started[name] = time.monotonic()
+                booting.append(name)
+            for name in self._poll_boot(booting, started, timeout_s):
+                booting.remove(name)
+                self._first_contact(name)
+                done += 1
+                if progress:
+                    progress(done, len(self.names))
+            if booting:
+                time.sleep(0.05)
         return time.monotonic() - t0
 
     # ------------------------------------------------------------------ power

@@ -138,7 +138,7 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                               detail=f"a node lacked a route in its component after {opts.converge_timeout_s}s")
                 timings["settled_s"] = math.nan
                 break
-            time.sleep(0.2)
+            time.sleep(0.5)
         t0 = time.monotonic() + 0.5
         book = ProbeBook(pairs, t0)
         adapter.probes = book
@@ -211,7 +211,7 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
                 next_tick = max(next_tick + loop_period_s, adapter.now())  # type: ignore[operator]
             if now >= next_poll:
                 drain()
-                adapter.poll()
+                adapter.poll(routes_only=on_tick is None)  # without a loop only routes are used
                 next_poll = max(next_poll + opts.poll_s, adapter.now())
             if progress is not None and now >= next_prog:
                 progress(now, duration_s)
