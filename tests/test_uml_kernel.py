@@ -18,7 +18,7 @@ import pytest
 from twin.batadv import batctl
 from twin.emu.cleanup import RunState, clean_all, leftovers
 from twin.emu.uml.kernel import find_kernel
-from twin.emu.uml.lab import BootError, UmlLab
+from twin.emu.uml.lab import BootError, UmlLab, bat_mac, hardif_mac
 from twin.emu.uml.medium import Medium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +162,66 @@ def test_kernel_scenario_writes_the_same_run_folder_as_sim(tmp_path):
     assert eng["versions"]["uml_kernel"].startswith("6.1")
     consoles = sorted((emu / "consoles").glob("*.console.log"))
     assert len(consoles) == 20 and all("MT-READY" in c.read_text(errors="replace") for c in consoles)
+
+
+def _route(c, dst_mac: str):
+    return next((o for o in c.batadv().originators() if o.best and o.orig == dst_mac), None)
+
+
+def _wait(pred, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_actions_on_the_kernel_restart_keeps_the_node_and_quarantine_cuts_it_off(line_lab):
+    """The UML adapter's remedies, checked on the kernels: a restarted bat0 comes back with the
+    node's MAC, address and OGM interval (so a and c route through b again), a quarantined b is
+    dropped by its neighbours (a no longer reaches c), and lifting it restores the path; a
+    blackholed b still sends OGMs but forwards no data."""
+    from twin.adapter import Action, SignedAction
+    from twin.emu.uml.adapter import UmlAdapter
+    from twin.emu.uml.lab import bat_ip
+    from twin.emu.uml.runner import _blackhole
+
+    ad = UmlAdapter(line_lab)
+    a, b = line_lab.client("a"), line_lab.client("b")
+    mac_c = hardif_mac(line_lab.lab_id, line_lab.nodes["c"].index, 0)  # the originator: c's primary hardif
+    try:
+        assert _wait(lambda: _route(a, mac_c) is not None)
+        assert ad.apply(SignedAction(Action("set_orig_interval", "b", {"ms": 500}))).applied
+        before = b.exec(["ip", "-br", "addr", "show", "bat0"]).split()
+        res = ad.apply(SignedAction(Action("restart_routing", "b")))
+        assert res.applied, res.rejected_reason
+        after = b.exec(["ip", "-br", "addr", "show", "bat0"]).split()
+        assert after[0] == before[0] and after[2:] == before[2:]  # name, addresses (state may still be coming up)
+        assert b.batadv().mesh("bat0").orig_interval_ms == 1000  # the run's setting, not the remedy's
+        assert b.exec(["cat", "/sys/class/net/bat0/address"]).strip() == bat_mac(line_lab.lab_id, 1)
+        assert _wait(lambda: _route(a, mac_c) is not None, 60), "a never routed to c again after b's restart"
+        ip_c = bat_ip(line_lab.nodes["c"].index)
+
+        def loss(count: int = 3) -> str:
+            out = a.exec(["ping", "-c", str(count), "-i", "0.3", "-W", "2", ip_c], check=False, timeout=30)
+            return out.split("% packet loss")[0].rsplit(" ", 1)[-1] if "% packet loss" in out else out
+
+        # the restarted b relearns neighbours, originators and clients from scratch: 5-30 s seen here
+        assert _wait(lambda: loss() == "0", 120), "a cannot reach c through a restarted b"
+        assert ad.apply(SignedAction(Action("quarantine", "b"))).applied
+        assert loss() == "100"  # a drops every frame from b's MAC: c's replies never arrive
+        assert ad.apply(SignedAction(Action("unquarantine", "b"))).applied
+        assert _wait(lambda: loss() == "0")
+        # the blackhole fault: b keeps its OGMs (a keeps a fresh route to c through b) but drops the data
+        _blackhole(ad, line_lab, "b", True)
+        assert loss() == "100"
+        time.sleep(2)
+        r = _route(a, mac_c)
+        assert r is not None and r.last_seen_ms < 2000, "b's OGMs should still flow"
+        _blackhole(ad, line_lab, "b", False)
+        assert _wait(lambda: loss() == "0")
+        bad = ad.apply(SignedAction(Action("steer_fallback", "b", {"src": "a", "dst": "c"})))
+        assert not bad.applied and "not supported" in bad.rejected_reason
+    finally:
+        ad.pool.shutdown()

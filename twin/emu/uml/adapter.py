@@ -4,7 +4,7 @@ It reads each node's kernel over the batadv netlink family (relayed by the node'
 polls every node concurrently, and hands the brain :class:`~twin.adapter.Telemetry` built only
 from what the nodes report: a crashed node is one that does not answer. Actions are real
 commands on the node: SET_MESH for ``orig_interval``/``hop_penalty``, the hard interface out of
-and back into bat0, quarantine as nftables ``netdev`` ingress rules on the suspect's neighbours
+and back into bat0, quarantine as ``tc`` ingress drop rules on the suspect's neighbours
 matching its MAC (batman-adv frames never reach ``inet`` hooks), restart as bat0 re-created.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 from twin.adapter import Action, ActionResult, SignedAction, Telemetry, capability_set
 from twin.batadv import BatadvError, Originator, batctl
 from twin.emu.adapter import _Reject, timed_action
+from twin.emu.uml import filters
 from twin.emu.uml.client import NodeUnreachable
 from twin.emu.uml.lab import UmlLab, hardif_mac
 
@@ -55,6 +56,7 @@ class UmlAdapter:
     probes: object = None  # ProbeBook of the runner
     quarantined: dict[str, list[str]] = field(default_factory=dict)
     fallback: dict[str, str] = field(default_factory=dict)  # node -> batctl version used instead of netlink
+    _ingress: set[tuple[str, int]] = field(default_factory=set)  # (node, boot) with tc ingress ready
 
     def __post_init__(self) -> None:
         self.names = list(self.lab.names)
@@ -238,29 +240,30 @@ class UmlAdapter:
         raise _Reject(f"{a.kind} not implemented")  # pragma: no cover
 
     def _quarantine(self, suspect: str, add: bool) -> str:
-        """nftables netdev ingress drop of the suspect's frames on every neighbour (by source MAC)."""
+        """tc ingress drop of the suspect's frames on every neighbour, by source MAC
+        (:mod:`twin.emu.uml.filters` says why tc)."""
         macs = [hardif_mac(self.lab.lab_id, self.index[suspect], k)
                 for k in range(len(self.lab.medium.ports[suspect]))]
         peers = sorted({p for (x, p) in self.lab.medium.port_of if x == suspect})
+        pref = filters.QUARANTINE_PREF0 + self.index[suspect]
         done = []
         for p in peers:
             if p in self.crashed or not self.lab.alive(p):
                 continue
             c = self.lab.client(p)
-            table = f"mt_q_{self.index[suspect]}"
+            ports = len(self.lab.medium.ports[p])
             if add:
-                ports = len(self.lab.medium.ports[p])
-                rules = "".join(f"  chain in{k} {{ type filter hook ingress device vec{k} priority 0;\n"
-                                f"    ether saddr {{ {', '.join(macs)} }} drop\n  }}\n" for k in range(ports))
-                c.exec(["nft", "-f", "-"], input=_nft_script(table, rules))
+                self.ingress_ready(p)
+                c.exec(["tc", "-batch", "-"], input=filters.quarantine_rules(ports, macs, pref))
                 self.quarantined.setdefault(suspect, []).append(p)
             else:
-                c.exec(["nft", "delete", "table", "netdev", table], check=False)
+                c.exec(["tc", "-force", "-batch", "-"], input=filters.delete_rules(ports, (pref,)), check=False)
             done.append(p)
         if not add:
             self.quarantined.pop(suspect, None)
         return f"{'quarantine' if add else 'unquarantine'} {suspect} ({', '.join(macs)}) on {', '.join(done)}"
 
-
-def _nft_script(table: str, rules: str) -> str:
-    return f"table netdev {table} {{\n{rules}}}\n"
+    def ingress_ready(self, node: str) -> None:
+        """tc modules and ingress qdiscs on ``node``, once per boot."""
+        filters.ensure_ingress(self.lab.client(node), str(self.lab.kernel.module_dir),
+                               len(self.lab.medium.ports[node]), self._ingress, (node, self.lab.nodes[node].boots))

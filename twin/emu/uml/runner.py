@@ -23,6 +23,7 @@ import networkx as nx
 from twin.emu.capabilities import EmuError
 from twin.emu.cleanup import EmuSession, RunState
 from twin.emu.runner import CpuSampler, EmuRun, _validity, events_frame
+from twin.emu.uml import filters
 from twin.emu.uml.adapter import UmlAdapter
 from twin.emu.uml.kernel import find_kernel
 from twin.emu.uml.lab import BootError, UmlLab, bat_ip, bat_mac, hardif_mac
@@ -90,7 +91,7 @@ def run_uml(graph: nx.Graph, ops: list[Op], pairs: list[tuple[str, str]], *, dur
     cpu = CpuSampler()
     mem = MemSampler()
     convergence_s = math.nan
-    extra_mods = ("nf_tables",) if any(o.kind.startswith("blackhole") for o in ops) or on_tick else ()
+    extra_mods: tuple[str, ...] = ()  # drop rules load their tc modules on demand (twin.emu.uml.filters)
     # console logs outlive the run's state directory (removed at teardown); run.py copies them
     log_dir = opts.log_dir or Path(tempfile.mkdtemp(prefix=f"meshtwin-{state.prefix}-consoles-"))
     with EmuSession(state) as session:
@@ -320,18 +321,16 @@ def _execute(adapter: UmlAdapter, lab: UmlLab, medium: Medium, op: Op, executed:
 
 
 def _blackhole(adapter: UmlAdapter, lab: UmlLab, node: str, on: bool) -> str:
-    """The node keeps sending OGMs but drops the batman-adv unicast frames it should forward: a
-    netdev ingress rule inside it on ethertype 0x4305, packet type 0x40 (BATADV_UNICAST), whose
+    """The node keeps sending OGMs but drops the batman-adv unicast frames it should forward: tc
+    ingress filters inside it on ethertype 0x4305, packet type 0x40 (BATADV_UNICAST), whose
     destination (bytes 4-9 of the batman-adv header) is not its own originator address."""
     c = lab.client(node)
     idx = adapter.index[node]
     ports = len(lab.medium.ports[node])
     if not on:
-        c.exec(["nft", "delete", "table", "netdev", "mt_blackhole"])
+        c.exec(["tc", "-force", "-batch", "-"], input=filters.delete_rules(ports, filters.BLACKHOLE_PREFS))
         return "blackhole rules removed"
-    own = hardif_mac(lab.lab_id, idx, 0).replace(":", "")
-    chains = "".join(f"  chain in{k} {{ type filter hook ingress device vec{k} priority 0;\n"
-                     f"    ether type 0x4305 @ll,112,8 0x40 @ll,144,48 != 0x{own} drop\n  }}\n"
-                     for k in range(ports))
-    c.exec(["nft", "-f", "-"], input=f"table netdev mt_blackhole {{\n{chains}}}\n")
+    own = hardif_mac(lab.lab_id, idx, 0)
+    adapter.ingress_ready(node)
+    c.exec(["tc", "-batch", "-"], input=filters.blackhole_rules(ports, own))
     return f"drops BATADV_UNICAST frames not addressed to {own} ({bat_mac(lab.lab_id, idx)} keeps its OGMs)"
