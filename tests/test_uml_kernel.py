@@ -225,3 +225,14 @@ def test_actions_on_the_kernel_restart_keeps_the_node_and_quarantine_cuts_it_off
         assert not bad.applied and "not supported" in bad.rejected_reason
     finally:
         ad.pool.shutdown()
+
+
+def test_emu_check_boots_one_kernel_and_reports_its_versions():
+    import json
+
+    p = subprocess.run([sys.executable, "-m", "twin.cli", "emu", "check", "--json"], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stdout[-1500:] + p.stderr[-1500:]
+    rep = json.loads(p.stdout)
+    assert rep["uml"]["batman_adv"] == "2022.3" and rep["uml"]["uml_kernel"].startswith("6.1")
+    assert rep["uml"]["algo"] == "BATMAN_IV" and rep["uml"]["boot_s"] > 0
