@@ -4,8 +4,9 @@ Where the two disagree the kernel is right. Cases (one JSON line each, also writ
 ``results/bench/kernel_fidelity.jsonl``):
 
 * ``tq_by_hop``: a loss-free 7-node line, the TQ node n0 holds for n1..n6 after the 64-OGM windows
-  filled (90 s), the median of 21 reads one second apart (the spread beside it), kernel (each link
-  model) against the twin; ``max_abs_diff`` over hops 1-6. The
+  filled (90 s), the median of 21 reads one second apart (the spread beside it), and the median
+  over ``--tq-runs`` freshly booted labs (each lab's table beside it), kernel (each link model)
+  against the twin; ``max_abs_diff`` over hops 1-6. The
   kernel's OGM aggregation (its default) is compared with the twin's 100 ms forward hold (DESIGN.md:
   "up to 100 ms aggregation per hop"); a third line has both off.
 * ``triangle``: a triangle, the used direct link cut at 40 s; failover time (MTTR of the two
@@ -90,6 +91,27 @@ def tq_by_hop(link_model: str, n: int = 7, settle_s: float = 90.0, aggregation: 
             "kernel_tq_max": [max(c) for c in zip(*kernel_reads, strict=True)],
             "twin_tq_min": [min(c) for c in zip(*twin_reads, strict=True)],
             "host_saturated": bool(load["saturated"]), "cpu_mean": round(load["cpu_mean"], 1)}
+
+
+def tq_over_boots(link_model: str, runs: int, **kw) -> dict:
+    """:func:`tq_by_hop` on ``runs`` freshly booted labs; each hop's kernel TQ is the median over the
+    labs. Why: the kernel now and then misses one OGM echo on a link even on an idle host (guest and
+    host counters show no frame lost), and that link's TQ then sits a few points low until the echo
+    leaves the 64-OGM window, so one lab's table is off at one hop or another (runs on one idle host
+    gave 221 at hop 2 in one lab and 251/171/149 at hops 1/4/5 in another). Every lab's table is in
+    ``per_boot``."""
+    boots = [tq_by_hop(link_model, **kw) for _ in range(runs)]
+    first = boots[0]
+    kernel_tq = [int(statistics.median(col)) for col in zip(*(b["kernel_tq"] for b in boots), strict=True)]
+    diff = max(abs(x - y) for x, y in zip(first["twin_tq"], kernel_tq, strict=True))
+    return first | {"kernel_tq": kernel_tq, "max_abs_diff": diff, "boots": runs,
+                    "per_boot": [{"kernel_tq": b["kernel_tq"], "max_abs_diff": b["max_abs_diff"],
+                                  "kernel_tq_min": b["kernel_tq_min"], "kernel_tq_max": b["kernel_tq_max"]}
+                                 for b in boots],
+                    "kernel_tq_min": [min(c) for c in zip(*(b["kernel_tq_min"] for b in boots), strict=True)],
+                    "kernel_tq_max": [max(c) for c in zip(*(b["kernel_tq_max"] for b in boots), strict=True)],
+                    "host_saturated": any(b["host_saturated"] for b in boots),
+                    "cpu_mean": round(statistics.fmean(b["cpu_mean"] for b in boots), 1)}
 
 
 def _scenario(name: str, seed: int, topology: str, fault: str, pairs: str, duration: float) -> str:
@@ -177,18 +199,20 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=["tq_by_hop", "triangle", "relay_crash"])
     ap.add_argument("--reps", type=int, default=5, help="triangle repetitions")
     ap.add_argument("--seeds", type=int, default=10, help="relay-crash seeds")
+    ap.add_argument("--tq-runs", type=int, default=3, help="labs booted per link model for TQ by hop")
     ap.add_argument("--nodes", type=int, default=50)
     ap.add_argument("--radius", type=float, default=0.24)
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 reps, 2 seeds of 20 nodes, 40 s TQ settle")
     ap.add_argument("--out", type=Path, default=BENCH_DIR / "kernel_fidelity.jsonl")
     a = ap.parse_args()
     if a.quick:
-        a.reps, a.seeds, a.nodes, a.radius = 2, 2, 20, 0.35
+        a.reps, a.seeds, a.nodes, a.radius, a.tq_runs = 2, 2, 20, 0.35, 1
     rows: list[dict] = []
     for case in a.cases:
         if case == "tq_by_hop":
-            for model, agg in (("radio", True), ("p2p", True), ("radio", False)):
-                emit(tq_by_hop(model, settle_s=40.0 if a.quick else 90.0, aggregation=agg) | {"host": host()}, rows)
+            for model, agg, runs in (("radio", True, a.tq_runs), ("p2p", True, a.tq_runs), ("radio", False, 1)):
+                emit(tq_over_boots(model, runs, settle_s=40.0 if a.quick else 90.0, aggregation=agg)
+                     | {"host": host()}, rows)
         elif case == "triangle":
             emit(triangle(a.reps) | {"host": host()}, rows)
         elif case == "relay_crash":
