@@ -5,6 +5,7 @@ Only plain fixtures live here (nothing autouse), so the other test modules are u
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SCENARIOS = ROOT / "scenarios"
 REFERENCE = SHARED / "reference" / "naive_batman.py"
+#: the ``twin`` command as a user runs it: the venv's console script, or the module if not installed
+_SCRIPT = Path(sys.executable).parent / "twin"
+TWIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "twin.cli"]
 #: a run folder is complete when it holds all of these
 RUN_FILES = ("events.parquet", "timeseries.parquet", "summary.json", "run.json", "timeline.png")
 

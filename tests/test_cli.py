@@ -8,15 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_complete_run, run_dirs, write_scenario
+from conftest import TWIN, assert_complete_run, run_dirs, write_scenario
 from test_scenario import Everything, MisspeltKey
-
-_SCRIPT = Path(sys.executable).parent / "twin"
-TWIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "twin.cli"]
 
 SMALL = """\
 name: small
@@ -152,11 +148,11 @@ def test_interrupt_discards_the_unfinished_run_and_keeps_earlier_ones(tmp_path, 
     import time
 
     scen = Path(__file__).resolve().parents[1] / "scenarios" / "relay-crash.yaml"
-    first = subprocess.run([str(_SCRIPT), "run", "-q", str(scen), "--duration", "90s", "-o", str(tmp_path)],
+    first = subprocess.run([*TWIN, "run", "-q", str(scen), "--duration", "90s", "-o", str(tmp_path)],
                            capture_output=True, text=True, timeout=300)
     assert first.returncode in (0, 1), first.stderr  # a finished run, whatever its verdict
     before = sorted(p.name for p in (tmp_path / "relay-crash").iterdir())
-    p = subprocess.Popen([str(_SCRIPT), "run", "-q", str(scen), "--duration", "100000s", "-o", str(tmp_path)],
+    p = subprocess.Popen([*TWIN, "run", "-q", str(scen), "--duration", "100000s", "-o", str(tmp_path)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(8)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import run_dirs, write_scenario
+from conftest import TWIN, run_dirs, write_scenario
 
-_SCRIPT = Path(sys.executable).parent / "twin"
-TWIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "twin.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\

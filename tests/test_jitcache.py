@@ -6,16 +6,13 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from conftest import run_dirs, write_scenario
+from conftest import TWIN, run_dirs, write_scenario
 
 from twin.jitcache import repair
 
 ROOT = Path(__file__).resolve().parents[1]
-_SCRIPT = Path(sys.executable).parent / "twin"
-TWIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "twin.cli"]
 
 
 def test_repair_removes_only_cut_short_files(tmp_path):

@@ -14,12 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import assert_complete_run, run_dirs, write_scenario
+from conftest import TWIN, assert_complete_run, run_dirs, write_scenario
 
 from twin.rundir import RunWriter, new_run_id, sweep_stale
 
-_SCRIPT = Path(sys.executable).parent / "twin"
-TWIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "twin.cli"]
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """\
