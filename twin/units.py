@@ -38,36 +38,34 @@ def parse_duration(v: object) -> float:
                     "30 days (2592000s)", v)
 
 
-def parse_rate(v: object) -> float:
-    """``"10/s"`` -> 10.0 events per second; ``"30/min"`` -> 0.5."""
+def _positive_with_unit(v: object, pattern: str, units: dict[str, float], what: str, like: str,
+                        limit: float, shown: str) -> float:
+    """A positive number, bare (the base unit) or followed by one of ``units`` (``pattern`` puts
+    the unit in group 2), finite and at most ``limit``: the shared rule of rates and bit rates."""
     if isinstance(v, bool):
-        raise ValueError("a rate like 10/s or 30/min (got a boolean)")
+        raise ValueError(f"{what} like {like} (got a boolean)")
     if isinstance(v, int | float):
         x = float(v)
     else:
-        m = re.fullmatch(_NUM + r"\s*/\s*([a-z]+)", str(v).strip().lower())
-        if not m or m.group(2) not in _RATE_UNITS:
-            raise ValueError(f"a rate like 10/s, 500/min or 1/ms (got {v!r})")
-        x = float(m.group(1)) * _RATE_UNITS[m.group(2)]
+        m = re.fullmatch(_NUM + pattern, str(v).strip().lower())
+        if not m or m.group(2) not in units:
+            raise ValueError(f"{what} like {like} (got {v!r})")
+        x = float(m.group(1)) * units[m.group(2)]
     if not x > 0:
-        raise ValueError(f"a rate must be positive (got {v!r})")
-    return _bounded(x, MAX_RATE_HZ, "a rate", "1000/s", v)
+        raise ValueError(f"{what} must be positive (got {v!r})")
+    return _bounded(x, limit, what, shown, v)
+
+
+def parse_rate(v: object) -> float:
+    """``"10/s"`` -> 10.0 events per second; ``"30/min"`` -> 0.5."""
+    return _positive_with_unit(v, r"\s*/\s*([a-z]+)", _RATE_UNITS, "a rate", "10/s, 500/min or 1/ms",
+                               MAX_RATE_HZ, "1000/s")
 
 
 def parse_bitrate(v: object) -> float:
     """``"5Mbit"`` -> 5e6 bit/s."""
-    if isinstance(v, bool):
-        raise ValueError("a bit rate like 5Mbit, 100kbit or 1Gbit (got a boolean)")
-    if isinstance(v, int | float):
-        x = float(v)
-    else:
-        m = re.fullmatch(_NUM + r"\s*([a-z]+)(?:/s)?", str(v).strip().lower())
-        if not m or m.group(2) not in _BIT_UNITS:
-            raise ValueError(f"a bit rate like 5Mbit, 100kbit or 1Gbit (got {v!r})")
-        x = float(m.group(1)) * _BIT_UNITS[m.group(2)]
-    if not x > 0:
-        raise ValueError(f"a bit rate must be positive (got {v!r})")
-    return _bounded(x, MAX_BITRATE_BPS, "a bit rate", "1000Gbit", v)
+    return _positive_with_unit(v, r"\s*([a-z]+)(?:/s)?", _BIT_UNITS, "a bit rate", "5Mbit, 100kbit or 1Gbit",
+                               MAX_BITRATE_BPS, "1000Gbit")
 
 
 def _bounded(x: float, limit: float, what: str, shown: str, raw: object) -> float:
