@@ -71,6 +71,14 @@ class Reference:
         self.recv = [int(v) for v in st.recv_mask]
         self.echo = [int(v) for v in st.echo_mask]
         self.link_prod = [int(st.link_q[rev[r]]) for r in range(len(rev))]  # per in-edge r
+        lw = [int(v) for v in st.link_w]
+        self.link_short = [(lw[rev[r]] >> 16) & 0xFFFF for r in range(len(rev))]  # without the latest echo
+        self.gap = [(lw[rev[r]] >> 32) * 2.0**-24 for r in range(len(rev))]  # that echo's delay, as refreshed
+        self.echo_dt = st.echo_dt.tolist()  # the latest echo's delay, as it arrived
+        self.last_orig = st.last_orig.tolist()
+        lt = st.link_t.reshape(-1, 2)
+        self.gap_from = [float(lt[rev[r], 0]) for r in range(len(rev))]  # receiver's latest OGM at refresh
+        self.gap_per = [float(lt[rev[r], 1]) for r in range(len(rev))]  # and its interval
         self.nbr_last_seen = [float(st.heard[rev[r]]) for r in range(len(rev))]
         n, e = st.rbw.shape
         self.xs = [[[int(st.router[o, x]), int(st.last_seq[o, x]), int(st.last_ttl[o, x]) & 0xFF,
@@ -118,12 +126,18 @@ class Reference:
                     for r in range(self.indptr[d], self.indptr[d + 1]):
                         for q in (r, self.rev[r]):
                             self.link_prod[q] = _link_prod(self.recv[q], self.echo[q])
+                            self.link_short[q] = _link_prod(self.recv[q], self.echo[q] & ~1)
+                            # the delay in whole units of 2**-24 s, as the kernel packs it
+                            self.gap[q] = min(int(self.echo_dt[q] * 2.0**24), 2**32 - 1) * 2.0**-24
+                            x = self.src_of[q]  # the receiver
+                            self.gap_from[q], self.gap_per[q] = self.last_orig[x], self.interval[x]
                 self.dirty = []
                 self.epoch_end = (math.floor(t0 / K.EPOCH_S) + 1.0) * K.EPOCH_S
                 continue
             rng = self.rng_o[o]
             if self.alive[o]:
                 self.own_seq[o] += 1
+                self.last_orig[o] = t0
                 if o not in self.dirty:
                     self.dirty.append(o)
             seq = self.own_seq[o]
@@ -148,18 +162,28 @@ class Reference:
                         continue
                     if self.loss[e] > 0.0 and uniform(rng) < self.loss[e]:
                         continue
-                    fwd = self._receive(o, seq, s, x, self.rev[e], t, tq_in, ttl, prev, flags, rb, xs, seen)
+                    fwd = self._receive(o, t0, seq, s, x, self.rev[e], t, tq_in, ttl, prev, flags, rb, xs, seen)
                     if fwd is not None:
                         delay = uniform(rng) * self.fwd_jitter
-                        if self.aggregation > 0.0:
-                            delay += uniform(rng) * self.aggregation
+                        if self.aggregation > 0.0:  # a copy from its originator (DIRECTLINK) is held it all
+                            delay += self.aggregation if s == o else uniform(rng) * self.aggregation
                         heapq.heappush(pending, (t + delay, order, fwd))
                         order += 1
             if not pending:
                 return
             t, _, (s, prev, tq_in, ttl, flags) = heapq.heappop(pending)
 
-    def _receive(self, o, seq, s, x, r, t, tq_in, ttl, prev, flags, rb, xs, seen):
+    def _own_ogm_age(self, r: int, t: float) -> float:
+        """How long before t the receiver of in-edge r sent its latest OGM, from its OGM time and interval
+        as of the link's last refresh (one interval per OGM it sent since)."""
+        ph, per = t - self.gap_from[r], self.gap_per[r]
+        if ph >= per:
+            ph -= per
+            if ph >= per:
+                ph -= per * math.floor(ph / per)
+        return ph
+
+    def _receive(self, o, t0, seq, s, x, r, t, tq_in, ttl, prev, flags, rb, xs, seen):
         """One copy of o's OGM arriving at x on in-edge r; returns what x forwards, if anything."""
         self.rx[x] += 1
         self.nbr_last_seen[r] = max(self.nbr_last_seen[r], t)
@@ -167,6 +191,8 @@ class Reference:
             age = self.own_seq[x] - seq
             if flags & 1 and 0 <= age < WINDOW:
                 self.echo[r] |= 1 << age
+                if age == 0:
+                    self.echo_dt[r] = t - t0
             return None
         if prev == x or flags & 2:
             return None
@@ -196,7 +222,9 @@ class Reference:
             self.recv[r] |= 1
         cur = rec[0]
         best = cur == r and rb[r][RING + 1] > 0
-        tq = tq_in * self.link_prod[r] // (TQ_MAX * TQ_MAX)
+        # x's latest echo from s still on its way back: that link counts one echo short
+        lq = self.link_short[r] if self._own_ogm_age(r, t) < self.gap[r] else self.link_prod[r]
+        tq = tq_in * lq // (TQ_MAX * TQ_MAX)
         if tq >= 1 and (new_seq or rec[2] - 3 <= ttl):
             if new_seq:
                 for r2 in range(self.indptr[x], self.indptr[x + 1]):
@@ -229,6 +257,11 @@ def _assert_same(ref: Reference, tw: BatmanTwin, log: list[tuple]) -> None:
         "recv_mask": (np.array(ref.recv, np.uint64), st.recv_mask),
         "echo_mask": (np.array(ref.echo, np.uint64), st.echo_mask),
         "link_q": (np.array(ref.link_prod), st.link_q[rev]),
+        "link_w": (np.array([q | s << 16 | round(g * 2**24) << 32 for q, s, g in
+                             zip(ref.link_prod, ref.link_short, ref.gap, strict=True)], np.uint64), st.link_w[rev]),
+        "echo_dt": (np.array(ref.echo_dt), st.echo_dt),
+        "last_orig": (np.array(ref.last_orig), st.last_orig),
+        "link_t": (np.array([ref.gap_from, ref.gap_per]).T, st.link_t.reshape(-1, 2)[rev]),
         "heard": (np.array(ref.nbr_last_seen), st.heard[rev]),
         "tx": (np.array(ref.tx), st.tx), "rx": (np.array(ref.rx), st.rx),
         "own_seq": (np.array(ref.own_seq), st.own_seq), "next_orig": (np.array(ref.next_orig), st.next_orig),
@@ -313,7 +346,8 @@ def test_purge_skips_only_scans_that_cannot_find_anything():
     assert np.array_equal(np.concatenate(a.route_log), np.concatenate(b.route_log))
     purged = np.concatenate(a.route_log)
     assert ((purged["new"] == -1) & (purged["t"] > 240.0)).sum() > 0  # timeouts did fire
-    for name in ("rb", "xs", "orig_last_seen", "heard", "recv_mask", "echo_mask", "link_q"):
+    for name in ("rb", "xs", "orig_last_seen", "heard", "recv_mask", "echo_mask", "link_q", "link_w",
+                 "echo_dt", "last_orig", "link_t"):
         assert np.array_equal(getattr(a.st, name), getattr(b.st, name)), name
 
 
@@ -368,6 +402,7 @@ def test_results_do_not_depend_on_the_number_of_cores():
     log_a, log_b = np.concatenate(a.route_log), np.concatenate(b.route_log)
     assert len(log_a) > 500
     assert np.array_equal(log_a, log_b)
-    for name in ("rbw", "xs", "orig_last_seen", "last_reset", "heard", "recv_mask", "echo_mask", "link_q", "tx",
+    for name in ("rbw", "xs", "orig_last_seen", "last_reset", "heard", "recv_mask", "echo_mask", "link_q", "link_w",
+                 "echo_dt", "last_orig", "link_t", "tx",
                  "rx", "own_seq", "next_orig", "rng_o"):
         assert np.array_equal(getattr(a.st, name), getattr(b.st, name)), name

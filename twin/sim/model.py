@@ -197,6 +197,7 @@ class BatmanTwin(DataPlane):
         st.recv_mask[lo:hi] = 0
         st.echo_mask[lo:hi] = 0
         st.link_q[st.rev[lo:hi]] = 0  # x's in-edges, as its neighbours' out-edges
+        st.link_w[st.rev[lo:hi]] = 0
         st.heard[st.rev[lo:hi]] = -1.0
 
     def reboot(self, x: int) -> None:

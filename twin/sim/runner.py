@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from twin.events import KINDS, category_order
 from twin.faults import Op
 from twin.sim.model import OUTCOMES, BatmanTwin
 from twin.world import World
@@ -193,23 +194,20 @@ def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame
     """
     voc = _Vocab()
     name_code = voc.codes(twin.names)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("t_s", "kind", "node", "peer", "outcome", "latency_ms",
-                                                          "valid", "fault", "detail", "flow", "pair")}
+    # Each column is a list of pieces, one per add(): an array, or a scalar that stands for a piece of
+    # `sizes[i]` equal values. Scalars are only spread out as the column is assembled, into the one
+    # array it becomes: the route changes' constant columns (kind, outcome, latency, ...) held as full
+    # arrays were ~35 bytes per change at once, a third of a 1000-node run's peak memory.
+    cols: dict[str, list] = {k: [] for k in ("t_s", "kind", "node", "peer", "outcome", "latency_ms", "valid", "fault",
+                                              "detail", "flow", "pair")}
+    sizes: list[int] = []
 
     def add(t, kind, node, peer, outcome, lat, valid, fault, detail, flow, pair):
-        m = len(t)
-
-        def full(v, dt):
-            return v if isinstance(v, np.ndarray) else np.full(m, v, dt)
-
+        sizes.append(len(t))
         cols["t_s"].append(np.asarray(t, np.float64))
-        for k, v in (("kind", kind), ("node", node), ("peer", peer), ("outcome", outcome), ("detail", detail)):
-            cols[k].append(full(v, np.int32))
-        cols["latency_ms"].append(full(lat, np.float64))
-        cols["valid"].append(full(valid, bool))
-        cols["fault"].append(full(fault, np.int64))
-        cols["flow"].append(full(flow, np.int32))
-        cols["pair"].append(full(pair, np.int32))
+        for k, v in (("kind", kind), ("node", node), ("peer", peer), ("outcome", outcome), ("latency_ms", lat),
+                     ("valid", valid), ("fault", fault), ("detail", detail), ("flow", flow), ("pair", pair)):
+            cols[k].append(v)
 
     if rec.probe_t:
         flow = np.concatenate(rec.probe_flow)
@@ -229,13 +227,17 @@ def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame
             np.where(code == 0, lat, np.nan), np.concatenate(rec.probe_valid), -1, voc.code(""), flow, pair)
     if twin.route_log:
         log = np.concatenate(twin.route_log)
+        # the twin's log is consumed here: with its copy above it was the largest thing a run holds
+        twin.route_log.clear()
         n = twin.n
-        key = (log["old"].astype(np.int64) + 1) * (n + 1) + (log["new"].astype(np.int64) + 1)
-        uniq, inv = np.unique(key, return_inverse=True)
+        uniq, inv = _pair_codes(log["old"], log["new"], n)
         label = lambda i: twin.names[i] if i >= 0 else "-"  # noqa: E731
         det = voc.codes([f"{label(int(k // (n + 1)) - 1)}->{label(int(k % (n + 1)) - 1)}" for k in uniq])
-        add(log["t"], voc.code("route_change"), name_code[log["node"]], name_code[log["orig"]],
-            voc.code("switch"), np.nan, True, -1, det[inv], -1, -1)
+        t_rc = log["t"].copy()
+        node_rc, peer_rc = name_code[log["node"]], name_code[log["orig"]]
+        del log
+        add(t_rc, voc.code("route_change"), node_rc, peer_rc, voc.code("switch"), np.nan, True, -1, det[inv], -1, -1)
+        del t_rc, node_rc, peer_rc, inv
     if rec.other:
         o = rec.other
         g = lambda k, d: [r.get(k, d) for r in o]  # noqa: E731
@@ -251,11 +253,53 @@ def events_frame(world: World, rec: SimRecord, twin: BatmanTwin) -> pd.DataFrame
     # held three copies of it, most of the run's peak memory.
     t = np.concatenate(cols.pop("t_s"))
     order = np.argsort(t, kind="stable")
-    cats = pd.Index(voc.words, dtype=object)
     data = {"t_s": t[order]}
     del t
+    dtypes = {"latency_ms": np.float64, "valid": bool, "fault": np.int64, "flow": np.int32, "pair": np.int32}
     for k in ("kind", "node", "peer", "outcome", "latency_ms", "valid", "fault", "detail", "flow", "pair"):
-        col = np.concatenate(cols.pop(k))[order]
-        data[k] = pd.Categorical.from_codes(col, categories=cats) if k in _CAT else col
+        col = _assemble(cols.pop(k), sizes, dtypes.get(k, np.int32))
+        data[k] = _categorical(col[order], voc.words, KINDS if k == "kind" else ()) if k in _CAT else col[order]
+        del col
     return pd.DataFrame(data, copy=False)
+
+
+def _categorical(codes: np.ndarray, words: list[str], fixed: tuple[str, ...]) -> pd.Categorical:
+    """Vocabulary codes (-1: none) as a categorical in the events schema's form (twin/events.py: the
+    words present, ``fixed`` first), so that conform() keeps it as it is instead of recoding it."""
+    used = np.bincount(codes.astype(np.int64) + 1, minlength=len(words) + 1)[1:] > 0
+    order = category_order([w for w, u in zip(words, used, strict=True) if u], fixed)
+    dt = np.int8 if len(order) < 127 else np.int16 if len(order) < 32767 else np.int32
+    remap = np.full(len(words) + 1, -1, dt)
+    pos = {w: i for i, w in enumerate(order)}
+    for i, w in enumerate(words):
+        if w in pos:
+            remap[i + 1] = pos[w]
+    return pd.Categorical.from_codes(remap[codes + 1], categories=pd.Index(order, dtype=object))
+
+
+def _assemble(pieces: list, sizes: list[int], dtype) -> np.ndarray:
+    """One column from its pieces (arrays, or scalars standing for sizes[i] equal values)."""
+    out = np.empty(sum(sizes), dtype)
+    pos = 0
+    for v, m in zip(pieces, sizes, strict=True):
+        out[pos:pos + m] = v
+        pos += m
+    return out
+
+
+def _pair_codes(old: np.ndarray, new: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (old, new) next-hop pairs of the route changes (as keys (old+1)*(n+1) + new+1,
+    ascending) and each change's index among them. Through a table of every possible key when that
+    is small (a few MB up to ~4000 nodes): np.unique's sort held three 8-byte copies per change."""
+    span = (n + 1) * (n + 1)
+    kt = np.int32 if span < 2**31 else np.int64
+    key = (old.astype(kt) + 1) * (n + 1) + (new.astype(kt) + 1)
+    if span > 1 << 24:
+        uniq, inv = np.unique(key, return_inverse=True)
+        return uniq, inv
+    seen = np.zeros(span, bool)
+    seen[key] = True
+    uniq = np.flatnonzero(seen)
+    index = np.cumsum(seen, dtype=np.int32) - 1
+    return uniq, index[key]
 

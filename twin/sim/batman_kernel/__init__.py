@@ -14,7 +14,10 @@ Model (kernel ``net/batman-adv/bat_iv_ogm.c`` defaults; constants in :mod:`twin.
 * receive: own OGM echoed by a direct neighbour marks the echo window; drop copies whose previous
   sender is us or that carry NOT_BEST; sequence numbers classify NO_DUP / ORIG_DUP / NEIGH_DUP;
   reboot protection (a jump of >= 64 back or >= 65536 ahead resets at most once per 30 s);
-* ``tq = tq_in * tq_own * asym // 255**2`` from the 64-wide recv/echo windows;
+* ``tq = tq_in * tq_own * asym // 255**2`` from the 64-wide recv/echo windows; a copy that reaches
+  x within the echo delay of x's latest OGM (the time its neighbour's rebroadcast of that OGM took
+  to come back) counts one echo short, as the kernel's window slides when x sends and the echo bit
+  is set only when the rebroadcast arrives (255 * 63/64 = 251 on a loss-free link);
 * ``tq >= 1`` and (new seqno or TTL within 3 of the first copy): push into the ring of 5 for
   (orig, neighbour); a new seqno first pushes 0 into the other neighbours' rings; switch next hop
   only on a strictly higher average of non-zero entries;
@@ -22,8 +25,10 @@ Model (kernel ``net/batman-adv/bat_iv_ogm.c`` defaults; constants in :mod:`twin.
   originator (flagged NOT_BEST unless it is our route), otherwise only copies from the best next
   hop that are not NEIGH_DUP (current kernels, not first-copy-only);
 * a flood is applied at its origination time; the per-hop forward delay U[0, jitter) plus
-  U[0, aggregation) orders receptions inside the flood (first copy wins), it does not delay
-  route updates (a flood completes in tens of ms, far below the 1 s OGM period). Transmissions
+  U[0, aggregation) (the whole aggregation time for a copy straight from its originator: it carries
+  DIRECTLINK, which the kernel never aggregates) orders receptions inside the flood (first copy
+  wins) and times them against the receivers' own OGMs (the echo delay above); it does not delay
+  route updates (a flood completes in a few hundred ms, below the 1 s OGM period). Transmissions
   due at exactly the same time (only possible with zero forward jitter and aggregation) go out in
   the order they were queued;
 * epochs of ``EPOCH_S`` (100 ms): floods read each link's TQ (``tq_own * asym``) as it was at the

@@ -23,6 +23,7 @@ from twin.sim.batman_kernel.records import (
     _EREC_RMASK,
     _FQ_BITS,
     _FQ_MASK,
+    _LW_MASK,
     _NB,
     _NB_HALF,
     _NB_MASK,
@@ -34,6 +35,7 @@ from twin.sim.batman_kernel.records import (
     _U1,
     _U2,
     _U3,
+    _U4,
     _U6,
     _U63,
     _W8,
@@ -50,6 +52,8 @@ from twin.sim.batman_kernel.records import (
     TQ_MAX,
     WINDOW,
     _first_bucket,
+    _lw_gap,
+    _lw_pack,
     _skips,
     _wany,
     _wavg,
@@ -59,6 +63,7 @@ from twin.sim.batman_kernel.records import (
     _wsync_shift,
     _xs_word,
     link_prod,
+    link_prod_short,
     log_route,
 )
 from twin.sim.batman_kernel.state import EPOCH_S, State, _osift_down
@@ -69,7 +74,8 @@ def advance(st: State, until: float) -> int:
     """Run every origination with time < until. Returns 1 if the route log needs draining first."""
     return _advance(st.indptr, st.nbr, st.rev, st.erec, st.up, st.loss, st.alive, st.quarantined, st.rxok,
                     st.hop_penalty, st.interval, st.next_orig, st.own_seq, st.tx, st.rx, st.recv_mask, st.echo_mask,
-                    st.link_q, st.heard, st.rbw, st.xs, st.orig_last_seen, st.last_reset, st.rng_o,
+                    st.link_q, st.link_w, st.link_t, st.echo_dt, st.last_orig, st.heard, st.rbw,
+                    st.xs, st.orig_last_seen, st.last_reset, st.rng_o,
                     st.oheap, st.oheap_n, st.fq_t, st.fq_p, st.fq_i, st.log_t, st.log_node, st.log_orig, st.log_old,
                     st.log_new, st.log_n, st.log_t0, st.params, st.dirty, st.dirty_list, st.dirty_n, st.b_o, st.b_t0,
                     st.b_seq,
@@ -81,16 +87,25 @@ def advance(st: State, until: float) -> int:
 # Each flood takes every array it touches as its own argument: reading arrays out of a tuple inside the
 # loop made numba emit reference-count traffic on every access (measured 10x slower).
 @nb.njit(cache=True, error_model="numpy")
-def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq, recv_mask, echo_mask,
-           link_q, rbw, xs, orig_last_seen, last_reset, rng, txc, ntx, ltx, lost, nls, fq_t, fq_p, fq_i,
+def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq, recv_mask,
+           echo_mask, link_w, link_t, echo_dt,
+           rbw, xs, orig_last_seen, last_reset, rng, txc, ntx, ltx, lost, nls, fq_t, fq_p, fq_i,
            log_t, log_node, log_orig, log_old, log_new, log_n, params):
     """One OGM flood of originator o (sequence number seq, originated at t0), in forward-time order.
 
     Touches only o's own state slab (ring records, node records, last-seen and reset times), o's own
-    random stream, the recv windows of links from o and the echo windows of links into o, plus the
-    counters, queue and log it is handed: floods of different originators in one batch never write
-    the same word, so they can run on different cores. Link TQs (``link_q``) are only read; they are
-    refreshed from the windows at epoch boundaries (see :func:`_advance`).
+    random stream, the recv windows of links from o and the echo windows (and echo delays) of links
+    into o, plus the counters, queue and log it is handed: floods of different originators in one
+    batch never write the same word, so they can run on different cores. Link TQs and the receivers'
+    OGM times (``link_w``, ``link_t``) are only read; they are refreshed from the windows at epoch
+    boundaries (see :func:`_advance`).
+
+    A copy received within the echo delay of the receiver's own OGM is weighed with the link TQ short
+    of that echo (``records._lw_pack``): the kernel slides its echo window when it sends its OGM, and
+    the neighbour's rebroadcast of that OGM (DIRECTLINK, never aggregated, so held the whole
+    aggregation time) comes back ~100 ms later; in between, every OGM from that neighbour is counted
+    one echo short (255 * 63/64 = 251 on a loss-free link). A 7-node line of UML kernels, every OGM
+    frame traced, matched this in 1692 of 1695 reads (``bench/kernel_echo_trace.py``, ``docs/uml.md``).
     """
     fwd_jitter = params[1]
     aggregation = params[2]
@@ -222,7 +237,20 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 last = np.int64(xs_o[x4 + _U1])
                 lt = np.uint64(np.uint32(xs_o[x4 + _U2]))  # last_ttl | router's ring average << 8 | gen << 16
                 g = lt >> _X_GEN
-                tq = (tq_in * np.uint64(link_q[ec])) // _TQ2  # the epoch's link TQ (unsigned: cheaper division)
+                # the epoch's link TQ (unsigned: cheaper division), short of x's latest echo while that echo
+                # is still on its way back: x's own OGM went out ph ago, counted from x's latest OGM as of
+                # the link's refresh, one interval per OGM since (x's jitter moves the real one by up to
+                # 20 ms, within the epoch lag the model accepts). Read from the edge's own words, not x's:
+                # they load beside link_w, before x is known (per-node words cost 8 % of the loop).
+                e2 = np.uint64(ec) << _U1
+                per = link_t[e2 + _U1]
+                ph = t - link_t[e2]
+                ph = ph - per if ph >= per else ph
+                if ph >= per:  # a flood that outlasts two of x's OGMs (rare)
+                    ph -= per * np.floor(ph / per)
+                w = link_w[ec]
+                lq = (w >> (np.uint64(ph < _lw_gap(w)) << _U4)) & _LW_MASK
+                tq = (tq_in * lq) // _TQ2
                 wr = rb_o[r]
                 sh = _wsync_shift(wr, g)  # the zeros this ring is owed, as a shift
                 if (last == seq_s) & (cur != r):
@@ -247,6 +275,8 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                     age = own_seq[x] - seq
                     if (flags & _U1) and 0 <= age < WINDOW:
                         echo_mask[r] |= _U1 << np.uint64(age)
+                        if age == 0:
+                            echo_dt[r] = t - t0
                     continue
                 if (flags & _U2) != _U0:  # NOT_BEST: only the originator (its echo, above) takes it
                     continue
@@ -316,7 +346,10 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
                 # ---- x forwards this copy after a random delay
                 delay = uniform(rng) * fwd_jitter
                 if aggregation > 0.0:
-                    delay += uniform(rng) * aggregation
+                    # a copy straight from its originator carries DIRECTLINK, which the kernel never
+                    # aggregates (batadv_iv_ogm_can_aggregate): it is held the whole aggregation time.
+                    # Any other copy may join an aggregate already queued: up to that time.
+                    delay += aggregation if single else uniform(rng) * aggregation
                 fl = _U0
                 if single:
                     fl = _U1 if best else np.uint64(3)
@@ -409,7 +442,8 @@ def _flood(o, t0, seq, o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, ow
 @nb.njit(cache=True, parallel=True)
 def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, indptr, nbr, erec, loss, rxok,
                      alive, hop_penalty,
-                     own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o,
+                     own_seq, recv_mask, echo_mask, link_w, link_t, echo_dt, rbw,
+                     xs, orig_last_seen, last_reset, rng_o,
                      cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node, plog_orig, plog_old, plog_new,
                      plog_n, params):
     """The k floods of a batch on nthreads cores. Each thread c takes the next untaken flood (an atomic
@@ -426,8 +460,9 @@ def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, i
             o2 = b_o[nxt] if nxt < k else -1
             b_thr[i] = c
             b_lo[i] = plog_n[c]
-            _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
-                   recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
+            _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty,
+                   own_seq, recv_mask, echo_mask, link_w, link_t, echo_dt, rbw,
+                   xs, orig_last_seen, last_reset, rng_o[b_o[i]],
                    cnt_x[c, 0], cnt_x[c, 1], ltx_x[c], lost_x[c], nls_x[c], fq_t[c], fq_p[c], fq_i[c],
                    plog_t[c], plog_node[c], plog_orig[c],
                    plog_old[c], plog_new[c], plog_n[c:c + 1], params)
@@ -437,8 +472,8 @@ def _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, i
 
 @nb.njit(cache=True)
 def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_penalty, interval,
-             next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_q, heard,
-             rbw, xs, orig_last_seen, last_reset, rng_o, oheap, oheap_n, fq_t, fq_p, fq_i,
+             next_orig, own_seq, tx, rx, recv_mask, echo_mask, link_q, link_w, link_t, echo_dt, last_orig,
+             heard, rbw, xs, orig_last_seen, last_reset, rng_o, oheap, oheap_n, fq_t, fq_p, fq_i,
              log_t, log_node, log_orig, log_old, log_new, log_n, log_t0, params, dirty, dirty_list, dirty_n,
              b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, in_batch, cnt_x, ltx_x, lost_x, nls_x, plog_t, plog_node,
              plog_orig,
@@ -472,8 +507,10 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
                 o = dirty_list[j]
                 dirty[o] = 0
                 for r in range(indptr[o], indptr[o + 1]):  # o's in-edge r and out-edge rev[r]
-                    link_q[rev[r]] = link_prod(recv_mask, echo_mask, r)
-                    link_q[r] = link_prod(recv_mask, echo_mask, rev[r])
+                    _refresh_link(r, o, rev, recv_mask, echo_mask, echo_dt, last_orig, interval, link_q, link_w,
+                                  link_t)
+                    _refresh_link(rev[r], nbr[r], rev, recv_mask, echo_mask, echo_dt, last_orig, interval, link_q,
+                                  link_w, link_t)
             dirty_n[0] = 0
             params[6] = (np.floor(t_top / EPOCH_S) + 1.0) * EPOCH_S
             continue
@@ -492,6 +529,7 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
                 break
             if alive[o]:
                 own_seq[o] += 1
+                last_orig[o] = t0
                 b_o[k] = o
                 b_t0[k] = t0
                 b_seq[k] = own_seq[o]
@@ -508,7 +546,8 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
         if nthreads > 1 and k >= 2 and k * n_edges >= params[8]:
             _floods_parallel(k, nthreads, b_o, b_t0, b_seq, b_lo, b_hi, b_thr, b_next, indptr, nbr, erec, loss, rxok,
                              alive,
-                             hop_penalty, own_seq, recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen,
+                             hop_penalty, own_seq, recv_mask, echo_mask, link_w, link_t, echo_dt,
+                             rbw, xs, orig_last_seen,
                              last_reset, rng_o, cnt_x, ltx_x, lost_x, nls_x, fq_t, fq_p, fq_i, plog_t, plog_node,
                              plog_orig, plog_old, plog_new, plog_n, params)
             for i in range(k):  # route changes in flood order, whichever core ran the flood
@@ -528,8 +567,9 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
             for i in range(k):
                 o2 = b_o[i + 1] if i + 1 < k else oheap[0]
                 m0 = log_n[0]
-                _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty, own_seq,
-                       recv_mask, echo_mask, link_q, rbw, xs, orig_last_seen, last_reset, rng_o[b_o[i]],
+                _flood(b_o[i], b_t0[i], b_seq[i], o2, indptr, nbr, erec, loss, rxok, alive, hop_penalty,
+                       own_seq, recv_mask, echo_mask, link_w, link_t, echo_dt, rbw,
+                       xs, orig_last_seen, last_reset, rng_o[b_o[i]],
                        cnt_x[0, 0], cnt_x[0, 1], ltx_x[0], lost_x[0], nls_x[0], fq_t[0], fq_p[0], fq_i[0],
                        log_t, log_node, log_orig, log_old, log_new, log_n, params)
                 log_t0[m0:min(log_n[0], cap)] = b_t0[i]
@@ -537,6 +577,18 @@ def _advance(indptr, nbr, rev, erec, up, loss, alive, quarantined, rxok, hop_pen
             in_batch[b_o[i]] = 0
     _fold_counts(indptr, erec, tx, rx, heard, cnt_x, ltx_x, lost_x, nls_x)
     return rc
+
+
+@nb.njit(cache=True, inline="always")
+def _refresh_link(q, x, rev, recv_mask, echo_mask, echo_dt, last_orig, interval, link_q, link_w, link_t):
+    """Link TQs of x's in-edge q (read by floods through the sender's out-edge rev[q]) from x's windows,
+    with x's latest echo delay, its latest OGM as of now and its interval."""
+    e = rev[q]
+    lp = link_prod(recv_mask, echo_mask, q)
+    link_q[e] = lp
+    link_w[e] = _lw_pack(lp, link_prod_short(recv_mask, echo_mask, q), echo_dt[q])
+    link_t[2 * e] = last_orig[x]
+    link_t[2 * e + 1] = interval[x]
 
 
 @nb.njit(cache=True, inline="always")

@@ -89,6 +89,7 @@ def _purge_neighbours(st, t, neigh_timeout, n, lo, hi):
             st.recv_mask[r] = np.uint64(0)
             st.echo_mask[r] = np.uint64(0)
             st.link_q[st.rev[r]] = 0
+            st.link_w[st.rev[r]] = np.uint64(0)
             for o in range(n):
                 st.rbw[o, r] = np.uint64(0)
                 if st.xs[o, x, 0] == r:

@@ -27,14 +27,13 @@ _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 _U2 = np.uint64(2)
 _U3 = np.uint64(3)
+_U4 = np.uint64(4)
 _TQ2 = np.uint64(TQ_MAX * TQ_MAX)
 
 
 @nb.njit(cache=True, inline="always")
-def link_prod(recv_mask, echo_mask, r):
-    """tq_own * asym for in-edge r, from the recv and echo windows (kernel batadv_iv_ogm_calc_tq)."""
-    recv = np.int64(_popcnt(recv_mask[r]))
-    echo = np.int64(_popcnt(echo_mask[r]))
+def _link_prod_counts(recv, echo):
+    """tq_own * asym from the two window counts (kernel batadv_iv_ogm_calc_tq)."""
     if recv == 0 or echo == 0:
         return 0
     if echo > recv:
@@ -43,6 +42,43 @@ def link_prod(recv_mask, echo_mask, r):
     d = WINDOW - recv
     asym = TQ_MAX - TQ_MAX * d * d * d // (WINDOW * WINDOW * WINDOW)
     return tq_own * asym
+
+
+@nb.njit(cache=True, inline="always")
+def link_prod(recv_mask, echo_mask, r):
+    """tq_own * asym for in-edge r, from the recv and echo windows (kernel batadv_iv_ogm_calc_tq)."""
+    return _link_prod_counts(np.int64(_popcnt(recv_mask[r])), np.int64(_popcnt(echo_mask[r])))
+
+
+@nb.njit(cache=True, inline="always")
+def link_prod_short(recv_mask, echo_mask, r):
+    """:func:`link_prod` without the echo of the receiver's latest OGM: what the kernel computes for a
+    neighbour's OGM that arrives after the receiver sent its own OGM (its echo window slid) and before
+    the neighbour's rebroadcast of it came back (the echo is held ~100 ms, see ``_flood``)."""
+    return _link_prod_counts(np.int64(_popcnt(recv_mask[r])), np.int64(_popcnt(echo_mask[r] & ~_U1)))
+
+
+#: link_w[e]: the hot loop's word for directed edge e: the receiver's link TQ toward the sender (bits 0..15,
+#: as link_q), the same without the echo of the receiver's latest OGM (16..31), and how long that echo
+#: took to come back, in units of 2**-24 s (32..63; the unit is a power of two, so the comparison with
+#: a time in seconds is exact). One load instead of three.
+_LW_SHORT = np.uint64(16)
+_LW_MASK = np.uint64(0xFFFF)
+_LW_GAP = np.uint64(32)
+_LW_UNIT = 2.0 ** -24
+
+
+@nb.njit(cache=True, inline="always")
+def _lw_pack(q, qs, gap_s):
+    """link_w word from the two link TQs and the echo delay in seconds (rounded down to the unit)."""
+    g = min(gap_s * 16777216.0, 4294967295.0)
+    return np.uint64(q) | (np.uint64(qs) << _LW_SHORT) | (np.uint64(g) << _LW_GAP)
+
+
+@nb.njit(cache=True, inline="always")
+def _lw_gap(w):
+    """The echo delay of link_w word w, in seconds."""
+    return np.float64(w >> _LW_GAP) * _LW_UNIT
 
 
 _W8 = np.uint64(8)

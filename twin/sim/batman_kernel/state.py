@@ -32,11 +32,16 @@ State = namedtuple(
         # per directed edge e = (src_of[e] -> nbr[e]): link state; the receiver's link TQ toward the sender
         # (tq_own * asym, refreshed at epoch ends) and when the receiver last heard the sender. These two
         # are indexed by the sender's edge so that one transmission reads them from one cache line.
-        "up", "loss", "link_q", "heard",
-        # per node
-        "alive", "quarantined", "hop_penalty", "interval", "next_orig", "own_seq", "tx", "rx",
-        # per in-edge r (edge in the receiver's row; the neighbour is nbr[r])
-        "recv_mask", "echo_mask",
+        # link_w packs link_q, the same TQ without the echo of the receiver's latest OGM, and how long
+        # that echo took to come back (records._lw_pack); link_t[2e:2e+2] holds the receiver's latest OGM
+        # time and its interval (all refreshed with link_q): a copy that arrives within the echo delay
+        # of one of the receiver's own OGMs is weighed with the second TQ, as the kernel does.
+        "up", "loss", "link_q", "heard", "link_w", "link_t",
+        # per node (last_orig: when its latest OGM was originated, set as its flood is batched)
+        "alive", "quarantined", "hop_penalty", "interval", "next_orig", "own_seq", "tx", "rx", "last_orig",
+        # per in-edge r (edge in the receiver's row; the neighbour is nbr[r]); echo_dt: how long after its
+        # latest OGM the receiver got that OGM's echo from the neighbour
+        "recv_mask", "echo_mask", "echo_dt",
         # per (orig, in-edge): packed ring record rb[o, r] = [5 ring bytes (newest first), generation (2 bytes),
         # low byte of the last sequence number this neighbour sent]
         "rb",
@@ -98,15 +103,17 @@ def make_state(indptr: np.ndarray, nbr: np.ndarray, n: int, *, interval: float, 
         raise ValueError(f"the kernel needs a little-endian host, < 2**21 nodes and < 2**30 edges ({n}, {e})")
     if log_capacity < 2 * n + 64:  # room for one flood's route changes (see _advance)
         raise ValueError(f"log_capacity {log_capacity} is below one flood's worst case, {2 * n + 64}")
+    link_t = np.zeros(2 * e)
+    link_t[1::2] = interval  # (a period is never 0: floods reduce a time modulo it)
     st = State(
         indptr=indptr.astype(np.int32), nbr=nbr.astype(np.int32), rev=rev, src_of=src_of, nbr_index=nbr_index,
         up=np.ones(e, np.uint8), loss=np.zeros(e, np.float64), link_q=np.zeros(e, np.int32),
-        heard=np.full(e, -1.0),
+        heard=np.full(e, -1.0), link_w=np.zeros(e, np.uint64), link_t=link_t,
         alive=np.ones(n, np.uint8), quarantined=np.zeros(n, np.uint8),
         hop_penalty=np.full(n, hop_penalty, np.int32), interval=np.full(n, interval, np.float64),
         next_orig=np.zeros(n, np.float64), own_seq=np.zeros(n, np.int64),
-        tx=np.zeros(n, np.int64), rx=np.zeros(n, np.int64),
-        recv_mask=np.zeros(e, np.uint64), echo_mask=np.zeros(e, np.uint64),
+        tx=np.zeros(n, np.int64), rx=np.zeros(n, np.int64), last_orig=np.full(n, -1.0),
+        recv_mask=np.zeros(e, np.uint64), echo_mask=np.zeros(e, np.uint64), echo_dt=np.zeros(e, np.float64),
         rb=rb,
         xs=xs, orig_last_seen=np.full((n, n), -1.0), last_reset=np.full((n, n), -1e9),
         rng_o=_originator_streams(rng, n),
