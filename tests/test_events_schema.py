@@ -60,3 +60,24 @@ def test_conform_fills_optional_columns_and_names_a_missing_required_one():
     assert list(ev.columns) == list(COLUMNS) and ev["flow"].tolist() == [-1] and ev["valid"].tolist() == [True]
     with pytest.raises(ValueError, match="kind"):
         conform(pd.DataFrame({"t_s": [0.0]}))
+
+
+def test_conform_keeps_a_column_already_in_schema_form_and_recodes_one_that_is_not():
+    """The twin builds its categorical columns in the schema's form so that conform keeps them as
+    they are (recoding copied every column twice on million-row tables); a column with an unused
+    category or out of order must still be recoded."""
+    ev = execute(parse(SCENARIO), out=None).events
+    from twin.events import _in_order
+
+    again = conform(ev)
+    for c in ("kind", "node", "peer", "outcome", "detail"):
+        assert _in_order(ev[c], KINDS if c == "kind" else ())  # kept, not recoded
+        assert list(again[c].cat.categories) == list(ev[c].cat.categories)
+    odd = ev.copy()
+    node = odd["node"].cat.add_categories(["zz-unused"]).cat.reorder_categories(
+        ["zz-unused", *reversed(list(ev["node"].cat.categories))])
+    odd["node"] = node
+    assert not _in_order(odd["node"], ())
+    fixed = conform(odd)
+    assert list(fixed["node"].cat.categories) == list(ev["node"].cat.categories)  # sorted, unused gone
+    assert fixed["node"].astype(str).tolist() == ev["node"].astype(str).tolist()  # same values

@@ -274,7 +274,7 @@ def _categorical(codes: np.ndarray, words: list[str], fixed: tuple[str, ...]) ->
     for i, w in enumerate(words):
         if w in pos:
             remap[i + 1] = pos[w]
-    return pd.Categorical.from_codes(remap[codes + 1], categories=pd.Index(order, dtype=object))
+    return pd.Categorical.from_codes(remap[codes + 1], categories=pd.Index(order))
 
 
 def _assemble(pieces: list, sizes: list[int], dtype) -> np.ndarray:
